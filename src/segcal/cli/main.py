@@ -74,9 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=commands.export_synthetic)
 
-    from segcal.cli import refine_commands  # prepare-hybrid, refine, refine-eval, refine-report
+    from segcal.cli import calib_parsers, refine_commands
 
-    refine_commands.add_parsers(sub)
+    calib_parsers.add_parsers(sub)  # evaluate, calibrate, predict, sweep, report
+    refine_commands.add_parsers(sub)  # prepare-hybrid, refine, refine-eval, refine-report
     return parser
 
 

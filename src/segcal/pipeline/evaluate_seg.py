@@ -3,12 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segcal.configio import apply_overrides, from_dict, to_dict
-from segcal.data.datamodule import build_datamodule
 from segcal.metrics.segmentation import QUALITY_METRICS, SegmentationMetrics
 from segcal.models.lightning import SegModel
-from segcal.pipeline.config import ExperimentConfig
-from segcal.pipeline.inference import experiment_of, iterate_logits, load_model
+from segcal.pipeline.inference import iterate_logits, load_model
 
 
 def evaluate_segmentation_model(model: SegModel, loader, progress: bool = True,
@@ -23,14 +20,19 @@ def evaluate_segmentation_model(model: SegModel, loader, progress: bool = True,
     for logits, batch in iterate_logits(model, loader, description, progress):
         metrics.update(model.predict_labels(logits), batch["mask"])
         n += len(logits)
+    return {**quality_dict(metrics, model.class_names), "num_images": n}
+
+
+def quality_dict(metrics: SegmentationMetrics, class_names: list[str]) -> dict:
+    """``{"classes", "per_class": {metric: [C]}, "mean_foreground": {metric: x}, "overall_accuracy"}``."""
     res = metrics.compute()
     per_class = {m: [float(v) for v in res[m]] for m in QUALITY_METRICS}
     mean_fg = {}
     for m in QUALITY_METRICS:
         fg = [v for v in per_class[m][1:] if v == v]
         mean_fg[m] = sum(fg) / len(fg) if fg else float("nan")
-    return {"classes": list(model.class_names), "per_class": per_class, "mean_foreground": mean_fg,
-            "overall_accuracy": float(res["overall_accuracy"]), "num_images": n}
+    return {"classes": list(class_names), "per_class": per_class, "mean_foreground": mean_fg,
+            "overall_accuracy": float(res["overall_accuracy"])}
 
 
 def evaluate_segmentation(checkpoint: str | Path, split: str = "test", overrides: list[str] | None = None,
@@ -41,15 +43,10 @@ def evaluate_segmentation(checkpoint: str | Path, split: str = "test", overrides
     is exactly the one the model was trained with. ``overrides`` (``data.root=...``) adjust the
     stored data config, e.g. when the data moved.
     """
+    from segcal.pipeline.sources import datamodule_for
+
     model = load_model(checkpoint, device)
-    cfg = experiment_of(model)
-    if overrides:
-        cfg = from_dict(ExperimentConfig, apply_overrides(to_dict(cfg), overrides)).validate()
-    dm = build_datamodule(cfg.data, seed=cfg.seed)
-    manifests = Path(checkpoint).resolve().parent.parent / "manifests"
-    if manifests.is_dir():
-        dm.load_manifests(manifests)
-    dm.setup()
+    dm = datamodule_for(checkpoint, model, overrides)
     if split not in dm.split_names:
         raise ValueError(f"split must be one of {sorted(dm.split_names)}, got {split!r}")
     result = evaluate_segmentation_model(model, dm.dataloader(split), progress, f"evaluate {split}")

@@ -144,6 +144,22 @@ def plot_sweep(records: Iterable[Mapping[str, Any]], metric: str = "mean_ce",
     return _finish(fig, path)
 
 
+def set_palette(num_classes: int) -> np.ndarray:
+    """Colour per class ``[C, 3]`` in [0, 1] (tab10)."""
+    return matplotlib.colormaps["tab10"](np.arange(num_classes) % 10)[:, :3]
+
+
+def set_colours(sets: torch.Tensor) -> np.ndarray:
+    """RGB ``[H, W, 3]`` in [0, 1] for sets ``[C, H, W]``: singleton → class colour, ambiguous → white, empty → black."""
+    s = sets.bool().cpu()
+    size = s.sum(0).numpy()
+    colour = np.ones((*size.shape, 3))
+    single = size == 1
+    colour[single] = set_palette(s.shape[0])[s.float().argmax(0).numpy()[single]]
+    colour[size == 0] = 0.0
+    return colour
+
+
 def plot_prediction_set_overlay(image: torch.Tensor | np.ndarray, sets: torch.Tensor,
                                 class_names: Sequence[str] | None = None, alpha: float | None = None,
                                 opacity: float = 0.5, path: PathLike = None) -> plt.Figure:
@@ -160,11 +176,8 @@ def plot_prediction_set_overlay(image: torch.Tensor | np.ndarray, sets: torch.Te
     s = sets.bool().cpu()
     num_classes = s.shape[0]
     size = s.sum(0).numpy()
-    palette = matplotlib.colormaps["tab10"](np.arange(num_classes) % 10)[:, :3]
-    colour = np.ones((*size.shape, 3))  # ambiguous: white
-    single = size == 1
-    colour[single] = palette[s.float().argmax(0).numpy()[single]]
-    colour[size == 0] = 0.0
+    palette = set_palette(num_classes)
+    colour = set_colours(s)
     fig, ax = plt.subplots(figsize=(6, 4.8))
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
     ax.imshow(np.concatenate([colour, np.full((*size.shape, 1), opacity)], axis=-1))

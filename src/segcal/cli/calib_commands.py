@@ -1,0 +1,201 @@
+"""`segcal evaluate | calibrate | predict | sweep | report`: build the source, run the pipeline, print."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from segcal.cli.commands import metrics_table
+
+out = Console()
+
+CALIBRATION_COLUMNS = (("ece", "ECE"), ("adaptive_ece", "adaptive ECE"), ("mce", "MCE"),
+                       ("mean_classwise_ece", "classwise ECE"), ("brier", "Brier"), ("nll", "NLL"))
+
+
+def run_dir_of(checkpoint: str | Path) -> Path:
+    """``<run>`` for ``<run>/checkpoints/x.ckpt``, else the checkpoint's folder."""
+    path = Path(checkpoint).resolve()
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    extra = [f"data.root={args.data}"] if getattr(args, "data", None) else []
+    return extra + list(getattr(args, "overrides", []) or [])
+
+
+def _folder(predictions: str, args: argparse.Namespace):
+    from segcal.pipeline.sources import folder_source
+
+    classes = args.classes.split(",") if args.classes else None
+    return folder_source(predictions, args.masks, kind=args.kind, head=args.head, classes=classes,
+                         ignore_index=args.ignore_index, batch_size=args.batch_size)
+
+
+def build_source(args: argparse.Namespace, split: str, predictions: str | None = None) -> tuple[Any, Any]:
+    """``(source, bundle)`` from CLI arguments: a model checkpoint over ``split``, or saved predictions."""
+    from segcal.pipeline.bundle import CalibrationBundle, has_model, load_bundle, read_checkpoint
+    from segcal.pipeline.sources import model_source
+
+    predictions = predictions or args.predictions
+    if predictions:
+        bundle = load_bundle(args.checkpoint) if args.checkpoint else CalibrationBundle()
+        return _folder(predictions, args), bundle
+    if not args.checkpoint:
+        raise ValueError("give a CHECKPOINT, or --predictions DIR with saved predictions")
+    if not has_model(read_checkpoint(args.checkpoint)):
+        raise ValueError(f"{args.checkpoint}: a calibration file without model weights; "
+                         "use it with --predictions DIR")
+    return model_source(args.checkpoint, split, _overrides(args), args.device), load_bundle(args.checkpoint)
+
+
+def calibration_table(result: dict) -> Table:
+    """Rows: the ECE family, Brier, NLL, region and per-class ECE; columns: uncalibrated / recalibrated."""
+    calib = result["calibration"]
+    first = next(iter(calib.values()))
+    table = Table(title=f"Calibration ({first['binning']})")
+    table.add_column("metric")
+    for label in calib:
+        table.add_column(label, justify="right")
+    rows = [(title, [r[key] for r in calib.values()]) for key, title in CALIBRATION_COLUMNS]
+    rows += [(f"{region} ECE", [r["regions"][region]["ece"] for r in calib.values()]) for region in first["regions"]]
+    rows += [(f"ECE {name}", [r["classwise_ece"][c] for r in calib.values()])
+             for c, name in enumerate(result["source"]["classes"])]
+    for title, values in rows:
+        table.add_row(title, *("–" if v is None else f"{v:.4f}" for v in values))
+    return table
+
+
+COVERAGE_ROWS = (("n_cal", "calibration images", 0), ("num_groups", "groups", 0), ("mean_ce", "mean CE", 4),
+                 ("coverage_at_0.9", "coverage at 0.9", 4), ("mean_set_size_at_0.9", "set size at 0.9", 3),
+                 ("full_fraction_at_0.9", "full sets at 0.9", 3), ("empty_fraction", "empty sets", 3),
+                 ("trivial_fraction", "trivial q̂ = 1", 3))
+
+
+def coverage_table(results: list[dict]) -> Table:
+    """Rows: CE next to informativeness (set size, full/empty sets); one column per conformal result."""
+    table = Table(title="Conformal coverage (CE, sizes and fractions averaged over the level grid)")
+    table.add_column("")
+    for r in results:
+        table.add_column(r["method"], justify="right")
+    for key, title, digits in COVERAGE_ROWS:
+        values = [r["calibration"].get(key, r.get(key)) if key in ("n_cal", "num_groups") else r.get(key)
+                  for r in results]
+        table.add_row(title, *("–" if v is None else f"{v:.{digits}f}" if digits else str(v) for v in values))
+    return table
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from segcal.pipeline.evaluate import evaluate as run_evaluate
+
+    source, bundle = build_source(args, args.split)
+    if args.out:
+        folder = Path(args.out)
+    elif args.predictions:
+        folder = Path(args.predictions) / "eval" / (Path(args.checkpoint).stem if args.checkpoint else "uncalibrated")
+    else:
+        folder = run_dir_of(args.checkpoint) / "eval" / f"{Path(args.checkpoint).stem}-{args.split}"
+    alphas = [float(a) for a in args.alphas.split(",")] if args.alphas else None
+    ev = run_evaluate(source, bundle, folder, name=folder.name, bins=args.bins, boundary_width=args.boundary_width,
+                      alphas=alphas, set_alpha=args.alpha, progress=not args.no_progress)
+    r = ev.result
+    out.print(metrics_table(r["segmentation"], f"Segmentation ({r['source']['num_images']} images)"))
+    out.print(calibration_table(r))
+    if r["conformal"]:
+        out.print(coverage_table([r["conformal"]]))
+    out.print(f"results: {folder / 'evaluation.json'}  figures: {folder / 'figures'}", highlight=False)
+    return 0
+
+
+def _params(items: list[str] | None) -> dict[str, Any]:
+    params = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param expects NAME=VALUE, got {item!r}")
+        params[key.strip()] = yaml.safe_load(value)
+    return params
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    from segcal.pipeline.bundle import save_bundle
+    from segcal.pipeline.calibrate import calibrate as run_calibrate, check_method
+
+    check_method(args.method)
+    source, bundle = build_source(args, args.split)
+    if args.out:
+        target = Path(args.out)
+    elif args.predictions:
+        target = Path(args.predictions) / f"calibration.{args.method}.pt"
+    else:
+        ckpt = Path(args.checkpoint)
+        target = ckpt.with_name(f"{ckpt.stem}.{args.method}{ckpt.suffix}")
+    bundle, record = run_calibrate(source, args.method, bundle=bundle, n_cal=args.n_cal,
+                                   params=_params(args.param), seed=args.seed, progress=not args.no_progress)
+    path = save_bundle(bundle, target, None if args.predictions else args.checkpoint)
+    out.print(f"fitted {args.method} on {record['n_cal']} calibration images in {record['seconds']:.1f} s",
+              highlight=False)
+    shown = {k: v for k, v in record["info"].items() if isinstance(v, (int, float, str)) or k == "temperature"}
+    if shown:
+        out.print(yaml.safe_dump(shown, sort_keys=False, width=100).rstrip(), highlight=False)
+    hint = f"--predictions TEST_DIR {path}" if args.predictions else str(path)
+    out.print(f"calibrated checkpoint: {path}\nnext: segcal evaluate {hint}", highlight=False)
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    from segcal.pipeline.predict import predict as run_predict
+
+    source, bundle = build_source(args, args.split)
+    summary = run_predict(source, args.out, bundle, args.alpha, args.overwrite, progress=not args.no_progress)
+    sets = f", mean set size {summary['mean_set_size']:.3f} at α = {args.alpha}" if "mean_set_size" in summary else ""
+    out.print(f"wrote {summary['num_images']} predictions ({summary['calibration']}{sets}) to {args.out}",
+              highlight=False)
+    return 0
+
+
+def sweep(args: argparse.Namespace) -> int:
+    from segcal.pipeline.sweep import run_sweep
+
+    if bool(args.predictions) != bool(args.cal_predictions):
+        raise ValueError("--predictions (test) and --cal-predictions (calibration pool) go together")
+    test, bundle = build_source(args, args.split)
+    cal, _ = build_source(args, args.cal_split, args.cal_predictions)
+    folder = Path(args.out) if args.out else (Path(args.predictions) / "sweep" if args.predictions
+                                              else run_dir_of(args.checkpoint) / "sweep")
+    params = {"kandinsky-kmeans": {"num_groups": yaml.safe_load(args.num_groups)}} if args.num_groups else {}
+    result = run_sweep(cal, test, folder, methods=args.methods.split(","),
+                       n_cals=[int(n) for n in args.n_cals.split(",")], repeats=args.repeats, seed=args.seed,
+                       bundle=bundle, params=params, progress=not args.no_progress)
+    out.print(sweep_table(result))
+    out.print(f"results: {folder / 'sweep.json'}  table: {folder / 'sweep.csv'}  figure: {folder / 'figures'}",
+              highlight=False)
+    return 0
+
+
+def sweep_table(result: dict) -> Table:
+    table = Table(title=f"Mean CE ± std over {result['repeats']} repeats (mean set size, full-set fraction)")
+    table.add_column("n_cal", justify="right")
+    for m in result["methods"]:
+        table.add_column(m, justify="right")
+    rows = {(r["method"], r["n_cal"]): r for r in result["summary"]}
+    for n in result["n_cals"]:
+        cells = []
+        for m in result["methods"]:
+            r = rows[(m, n)]
+            ce = "–" if r["mean_ce_mean"] is None else f"{r['mean_ce_mean']:.4f} ± {r['mean_ce_std']:.4f}"
+            cells.append(f"{ce} ({r['mean_set_size_mean']:.2f}, {r['full_fraction_mean']:.2f})")
+        table.add_row(str(n), *cells)
+    return table
+
+
+def report(args: argparse.Namespace) -> int:
+    from segcal.pipeline.report import build_report
+
+    path = build_report(args.run_dir, args.out)
+    out.print(f"report: {path}", highlight=False)
+    return 0

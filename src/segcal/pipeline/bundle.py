@@ -1,0 +1,106 @@
+"""Calibrated checkpoints: a model checkpoint (or a standalone file) plus fitted calibration state.
+
+A calibrated checkpoint is the Lightning checkpoint of the model with one more key, ``"segcal"``::
+
+    {"recalibration": Calibrator.state_dict() | None,      # temperature / vector / selective / lts
+     "conformal": ConformalCalibrator.state_dict() | None,   # nc_curves, group map, n per group, ...
+     "history": [{"method", "n_cal", "seconds", "info"}, ...],
+     "meta": {"classes", "head", "ignore_index", "image_size"}}
+
+Lightning ignores the extra key, so the file still loads as a model. When the calibration was
+fitted on saved predictions (no model) the file holds only ``{"segcal": ...}``. Conformal
+state is fitted on the *recalibrated* logits when both are present.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segcal.calibrators.base import Calibrator
+from segcal.calibrators.registry import load_calibrator
+from segcal.conformal.calibrator import ConformalCalibrator
+
+KEY = "segcal"
+
+
+@dataclass
+class CalibrationBundle:
+    """What a calibrated checkpoint adds to a model: optional recalibrator and conformal calibrator."""
+
+    recalibration: Calibrator | None = None
+    conformal: ConformalCalibrator | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return self.recalibration is None and self.conformal is None
+
+    def transform(self, logits: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        """Recalibrated logits ``[N, C, H, W]`` (unchanged without a recalibrator)."""
+        return logits if self.recalibration is None else self.recalibration(logits, images)
+
+    def describe(self) -> str:
+        parts = []
+        if self.recalibration is not None:
+            parts.append(f"recalibration: {self.recalibration.method}")
+        if self.conformal is not None:
+            parts.append(f"conformal: {self.conformal.method} (n_cal {self.conformal.n_cal})")
+        return ", ".join(parts) or "uncalibrated"
+
+    def state(self) -> dict[str, Any]:
+        return {"recalibration": None if self.recalibration is None else self.recalibration.state_dict(),
+                "conformal": None if self.conformal is None else self.conformal.state_dict(),
+                "history": list(self.history), "meta": dict(self.meta)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], path: str | Path = "checkpoint") -> CalibrationBundle:
+        try:
+            recal = state.get("recalibration")
+            conf = state.get("conformal")
+            return cls(None if recal is None else load_calibrator(recal),
+                       None if conf is None else ConformalCalibrator.from_state_dict(conf),
+                       list(state.get("history", [])), dict(state.get("meta", {})))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: corrupt segcal calibration state ({exc})") from exc
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: expected a checkpoint dict, got {type(ckpt).__name__}")
+    return ckpt
+
+
+def has_model(ckpt: dict[str, Any]) -> bool:
+    return "state_dict" in ckpt
+
+
+def load_bundle(path: str | Path) -> CalibrationBundle:
+    """The calibration stored in ``path`` (an empty bundle for a plain model checkpoint)."""
+    ckpt = read_checkpoint(path)
+    if KEY not in ckpt and not has_model(ckpt):
+        raise ValueError(f"{path}: neither a model checkpoint nor a segcal calibration file")
+    return CalibrationBundle.from_state(ckpt.get(KEY) or {}, path)
+
+
+def save_bundle(bundle: CalibrationBundle, out: str | Path, base: str | Path | None = None) -> Path:
+    """Write ``bundle`` atomically to ``out``: into a copy of checkpoint ``base``, or standalone."""
+    out = Path(out)
+    ckpt = read_checkpoint(base) if base is not None else {}
+    ckpt[KEY] = bundle.state()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(out)
+    return out

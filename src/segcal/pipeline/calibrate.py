@@ -1,0 +1,90 @@
+"""`segcal calibrate`: fit a recalibrator or a conformal calibrator on the calibration split.
+
+Recalibration methods (``temperature``, ``vector``, ``selective``, ``lts``) map logits to
+calibrated logits; conformal methods (``pixel``, ``image``, ``kandinsky-kmeans``,
+``kandinsky-annuli``) store nc curves for prediction sets. Both go into a
+:class:`~segcal.pipeline.bundle.CalibrationBundle`; a conformal calibrator is fitted on the
+logits *after* the bundle's recalibrator, so the two compose.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from segcal.calibrators.registry import CALIBRATORS, make_calibrator
+from segcal.conformal.calibrator import ConformalCalibrator
+from segcal.pipeline.bundle import CalibrationBundle
+from segcal.pipeline.progress import track
+from segcal.pipeline.sources import Stream
+
+RECALIBRATION_METHODS = tuple(CALIBRATORS)
+CONFORMAL_METHODS: dict[str, tuple[str, dict[str, Any]]] = {  # name → (grouping, default arguments)
+    "pixel": ("pixel", {}), "image": ("image", {}), "kandinsky-kmeans": ("kmeans", {}),
+    "kandinsky-annuli": ("annuli", {}),
+    "kandinsky-auto": ("kmeans", {"num_groups": "auto"}),  # number of groups chosen on held-out images
+}
+METHODS = (*RECALIBRATION_METHODS, *CONFORMAL_METHODS)
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
+    return method
+
+
+def make_conformal(method: str, num_classes: int, head: str = "softmax", ignore_index: int = 255,
+                   seed: int = 0, **params: Any) -> ConformalCalibrator:
+    """An unfitted conformal calibrator for a CLI method name (``params``: e.g. ``num_groups``, ``split``)."""
+    check_method(method)
+    if method not in CONFORMAL_METHODS:
+        raise ValueError(f"{method!r} is a recalibration method, not a conformal one")
+    grouping, defaults = CONFORMAL_METHODS[method]
+    try:
+        return ConformalCalibrator(grouping, num_classes, kind="logits", head=head, ignore_index=ignore_index,
+                                   seed=seed, **{**defaults, **params})
+    except TypeError as exc:
+        raise ValueError(f"invalid --param for {method}: {exc}") from exc
+
+
+def _progress(enabled: bool):
+    return lambda items, description: track(items, description, enabled=enabled)
+
+
+def calibrate(source, method: str, *, bundle: CalibrationBundle | None = None, n_cal: int | None = None,
+              params: dict[str, Any] | None = None, seed: int = 0, progress: bool = True
+              ) -> tuple[CalibrationBundle, dict[str, Any]]:
+    """Fit ``method`` on ``source`` (its first ``n_cal`` images) and add it to ``bundle``.
+
+    Returns the bundle and a history record ``{"method", "n_cal", "seconds", "info"}``.
+    Recalibrating a bundle that already holds a conformal calibrator (or a recalibrator) is
+    refused: the stored thresholds / probabilities would no longer match.
+    """
+    check_method(method)
+    bundle = bundle if bundle is not None else CalibrationBundle()
+    params = dict(params or {})
+    if n_cal is not None:
+        source = source.subset(n_cal)
+    start = time.time()
+    if method in RECALIBRATION_METHODS:
+        if bundle.recalibration is not None or bundle.conformal is not None:
+            raise ValueError(f"the checkpoint is already calibrated ({bundle.describe()}); fit {method} "
+                             "on the uncalibrated checkpoint instead")
+        try:
+            calibrator = make_calibrator(method, head=source.head, ignore_index=source.ignore_index, seed=seed,
+                                         **params)
+        except TypeError as exc:
+            raise ValueError(f"invalid --param for {method}: {exc}") from exc
+        stream = Stream(source, lambda b: (b["logits"], b["mask"], b.get("image")))
+        calibrator.fit(stream, progress=_progress(progress))
+        bundle.recalibration, info = calibrator, dict(calibrator.info)
+    else:
+        conformal = make_conformal(method, source.num_classes, source.head, source.ignore_index, seed, **params)
+        stream = Stream(source, lambda b: (bundle.transform(b["logits"], b.get("image")), b["mask"]))
+        conformal.fit(track(stream, f"calibrate {method}", enabled=progress))
+        bundle.conformal, info = conformal, conformal.info()
+    record = {"method": method, "n_cal": len(source), "seconds": time.time() - start, "params": params,
+              "seed": seed, "info": info}
+    bundle.history.append(record)
+    bundle.meta = {"classes": list(source.class_names), "head": source.head, "ignore_index": source.ignore_index,
+                   "image_size": list(source.image_size)}
+    return bundle, record

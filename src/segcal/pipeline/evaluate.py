@@ -1,0 +1,118 @@
+"""`segcal evaluate`: segmentation quality, calibration and (when calibrated) conformal coverage.
+
+One streaming pass over the test source accumulates, per batch:
+
+* :class:`~segcal.metrics.segmentation.SegmentationMetrics` of the final prediction;
+* :class:`~segcal.metrics.calibration.CalibrationMetrics` of the raw logits ("uncalibrated")
+  and, when the bundle has a recalibrator, of the recalibrated logits (before/after);
+* :class:`~segcal.conformal.evaluation.CoverageAccumulator` when the bundle has a conformal
+  calibrator, plus prediction sets of the first few images at ``set_alpha`` for overlays.
+
+``<out>/evaluation.json`` and ``<out>/figures/*.png`` are written (see :mod:`segcal.pipeline.report`
+for the schema the report reads).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segcal.conformal.evaluation import MIN_TEST_LABELS, CoverageAccumulator, CoverageResult
+from segcal.configio import atomic_write_text
+from segcal.metrics.calibration import CalibrationMetrics
+from segcal.metrics.calibration_results import CalibrationResults
+from segcal.metrics.segmentation import SegmentationMetrics
+from segcal.pipeline.bundle import CalibrationBundle
+from segcal.pipeline.evaluate_figures import SetExamples, write_figures
+from segcal.pipeline.evaluate_seg import quality_dict
+from segcal.pipeline.progress import track
+from segcal.pipeline.sources import Stream, describe
+from segcal.stats.outputs import to_probs
+
+SET_ALPHA = 0.1
+NUM_SET_EXAMPLES = 4
+
+
+@dataclass
+class Evaluation:
+    """What ``evaluate`` measured: the JSON dict plus the result objects behind the figures."""
+
+    out_dir: Path | None
+    result: dict[str, Any]
+    calibration: dict[str, CalibrationResults]
+    coverage: CoverageResult | None
+
+
+def _calibration_metrics(source, bins: int, boundary_width: int, class_maps: bool) -> CalibrationMetrics:
+    return CalibrationMetrics(source.num_classes, bins=bins, ignore_index=source.ignore_index, head=source.head,
+                              kind="logits", ece_map=True, class_maps=class_maps, boundary_width=boundary_width,
+                              image_size=tuple(source.image_size))
+
+
+def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Path | None = None, *,
+             name: str = "evaluation", bins: int = 15, boundary_width: int = 3, class_maps: bool = False,
+             alphas: list[float] | None = None, set_alpha: float = SET_ALPHA,
+             num_set_examples: int = NUM_SET_EXAMPLES, min_test_labels: int = MIN_TEST_LABELS,
+             progress: bool = True) -> Evaluation:
+    """Evaluate ``source`` (see :mod:`segcal.pipeline.sources`) with ``bundle`` applied.
+
+    Writes ``evaluation.json`` and figures into ``out_dir`` when given (figures only then).
+    """
+    start = time.time()
+    bundle = bundle if bundle is not None else CalibrationBundle()
+    recal, conformal = bundle.recalibration, bundle.conformal
+    if conformal is not None and not 0 < set_alpha < 1:
+        raise ValueError(f"--alpha must lie strictly between 0 and 1, got {set_alpha}")
+    seg = SegmentationMetrics(source.num_classes, source.ignore_index)
+    metrics = {"uncalibrated": _calibration_metrics(source, bins, boundary_width, class_maps)}
+    if recal is not None:
+        metrics[recal.method] = _calibration_metrics(source, bins, boundary_width, class_maps)
+    coverage = None if conformal is None else CoverageAccumulator(conformal, alphas, min_test_labels)
+    examples = SetExamples(num_set_examples if conformal is not None else 0, set_alpha)
+
+    def step(batch: dict) -> None:
+        raw, labels = batch["logits"], batch["mask"]
+        metrics["uncalibrated"].update(raw, labels)
+        final = raw if recal is None else recal(raw, batch.get("image"))
+        if recal is not None:
+            metrics[recal.method].update(final, labels)
+        seg.update(to_probs(final, "logits", source.head).argmax(1), labels)
+        if conformal is not None:
+            coverage.update(final, labels, "logits", source.head)
+            examples.add(source, batch, conformal, final)
+
+    for batch in track(Stream(source, lambda b: b), f"evaluate ({bundle.describe()})", enabled=progress):
+        step(batch)
+
+    results = {}
+    for label, metric in metrics.items():
+        results[label] = metric.compute()
+        results[label].label = label
+    cov = None if coverage is None else coverage.compute()
+    out = {"name": name, "source": describe(source), "segmentation": quality_dict(seg, source.class_names),
+           "calibration": {label: r.to_dict() for label, r in results.items()},
+           "recalibration": None if recal is None else {"method": recal.method, "info": recal.info},
+           "conformal": None if cov is None else cov.to_dict(), "set_alpha": set_alpha if cov else None,
+           "figures": []}
+    out["segmentation"]["num_images"] = out["source"]["num_images"]
+    path = None
+    if out_dir is not None:
+        path = Path(out_dir)
+        out["figures"] = write_figures(path / "figures", list(results.values()), cov, conformal,
+                                       source.class_names, examples)
+        out["seconds"] = time.time() - start
+        atomic_write_text(path / "evaluation.json", json.dumps(out, indent=2, default=_jsonable))
+    out["seconds"] = time.time() - start
+    return Evaluation(path, out, results, cov)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")

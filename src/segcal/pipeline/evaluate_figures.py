@@ -1,0 +1,89 @@
+"""Figures of an evaluation: calibration (before/after), conformal maps and prediction-set overlays.
+
+Each figure is listed as ``{"key", "title", "path" (relative to the evaluation folder), "group"}``
+with group ``calibration``, ``conformal`` or ``prediction_sets``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import torch
+
+from segcal.conformal.calibrator import ConformalCalibrator
+from segcal.conformal.evaluation import CoverageResult
+from segcal.data.transforms import denormalize
+from segcal.metrics.calibration_results import CalibrationResults
+from segcal.plots.calibration import plot_all
+from segcal.plots.conformal import (plot_ce_map, plot_coverage_vs_nominal, plot_group_map,
+                                    plot_prediction_set_overlay, plot_set_size_map)
+
+CALIBRATION_TITLES = {"reliability": "Reliability diagram (top-label confidence)",
+                      "confidence_histogram": "Confidence histogram",
+                      "image_ece_histogram": "Per-image ECE", "boundary_interior": "Boundary vs interior ECE"}
+
+
+class SetExamples:
+    """The first ``count`` test images with their prediction sets at ``alpha`` (for overlays)."""
+
+    def __init__(self, count: int, alpha: float) -> None:
+        self.count, self.alpha = count, alpha
+        self.items: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # (name, image, sets [C, H, W])
+
+    def add(self, source, batch: dict, conformal: ConformalCalibrator, logits: torch.Tensor) -> None:
+        take = min(self.count - len(self.items), len(logits))
+        if take <= 0:
+            return
+        sets = conformal.predict_set(logits[:take], self.alpha, "logits", source.head)
+        for i in range(take):
+            self.items.append((batch["name"][i], display_image(source, batch, i), sets[i]))
+
+
+def display_image(source, batch: dict, i: int) -> torch.Tensor:
+    """RGB ``[3, H, W]`` in [0, 1] of image ``i`` (the label map in grey when only predictions were saved)."""
+    if "image" in batch and hasattr(source, "datamodule"):
+        return denormalize(batch["image"][i], source.datamodule.cfg)
+    mask = batch["mask"][i].float()
+    mask = torch.where(mask == source.ignore_index, torch.zeros_like(mask), mask)
+    return (mask / max(source.num_classes - 1, 1)).expand(3, *mask.shape)
+
+
+def _entry(key: str, title: str, path: Path, root: Path, group: str) -> dict[str, str]:
+    return {"key": key, "title": title, "path": str(path.relative_to(root)), "group": group}
+
+
+def write_figures(folder: Path, calibration: list[CalibrationResults], coverage: CoverageResult | None,
+                  conformal: ConformalCalibrator | None, class_names: list[str],
+                  examples: SetExamples) -> list[dict[str, str]]:
+    """Write every figure into ``folder``; returns their entries (paths relative to its parent)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    root = folder.parent
+    entries = []
+    for key, path in plot_all(calibration, folder).items():
+        title = CALIBRATION_TITLES.get(key, "Per-pixel ECE map" + key.removeprefix("ece_map").replace("_", " "))
+        entries.append(_entry(key, title, path, root, "calibration"))
+    plt.close("all")
+    if coverage is None or conformal is None:
+        return entries
+    fg = len(class_names) - 1  # the last class: the foreground of a binary task
+    conformal_plots: list[tuple[str, str, Any]] = [
+        ("group_map", f"Group map ({conformal.method}, {class_names[fg]})",
+         lambda p: plot_group_map(conformal.group_map, fg, f"{conformal.method}: {conformal.num_groups} groups",
+                                  path=p)),
+        ("ce_map", f"Per-pixel coverage error ({class_names[fg]})",
+         lambda p: plot_ce_map(coverage, fg, class_names, path=p)),
+        ("coverage_vs_nominal", "Coverage vs nominal level", lambda p: plot_coverage_vs_nominal(coverage, path=p)),
+        ("set_size_map", f"Mean set size per pixel at α = {examples.alpha:g}",
+         lambda p: plot_set_size_map(coverage, examples.alpha, path=p)),
+    ]
+    for key, title, plot in conformal_plots:
+        path = folder / f"{key}.png"
+        plot(path)
+        entries.append(_entry(key, title, path, root, "conformal"))
+    for i, (name, image, sets) in enumerate(examples.items):
+        path = folder / f"set_overlay_{i}.png"
+        plot_prediction_set_overlay(image, sets, class_names, examples.alpha, path=path)
+        entries.append(_entry(f"set_overlay_{i}", f"Prediction sets, {name}", path, root, "prediction_sets"))
+    plt.close("all")
+    return entries

@@ -1,0 +1,361 @@
+"""Saved predictions on disk: one file per image plus a ``masks/`` folder, for models of any framework.
+
+A prediction folder holds, matched by file stem::
+
+    DIR/<name>.npy|.npz|.pt     per-image array [C, H, W] of logits or probabilities
+    DIR/masks/<name>.png|.npy   label map [H, W] (class indices, ``ignore_index`` excluded)
+    DIR/meta.json               optional: kind, head, classes, ignore_index, image_size, source
+
+:class:`PredictionWriter` writes such folders (``segcal predict``); :class:`PredictionFolder`
+streams them back as ``{"logits": [N, C, H, W], "mask": [N, H, W], "name": [...]}`` batches.
+Every file is written atomically (temporary file in the same folder, then ``os.replace``).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segcal.configio import atomic_write_text
+from segcal.data.files import read_mask, write_png
+from segcal.stats.outputs import PROB_SUM_TOL, check_batch, num_output_classes
+
+PREDICTION_EXTS = (".npy", ".npz", ".pt")
+MASK_EXTS = (".png", ".npy")
+META_FILE = "meta.json"
+KEYS = ("logits", "probs")
+HEADS = ("softmax", "sigmoid")
+
+
+def _numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary sibling of ``path`` (same suffix), then rename it to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _select(path: Path, obj: Any) -> tuple[Any, str | None]:
+    """The array in ``obj`` (an array, or a mapping with "logits"/"probs" or one entry) and its key hint."""
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return obj, None
+    if not hasattr(obj, "keys"):
+        raise ValueError(f"{path}: expected an array or a mapping with 'logits'/'probs', got {type(obj).__name__}")
+    keys = [str(k) for k in obj.keys()]
+    key = next((k for k in KEYS if k in keys), None)
+    if key is None and len(keys) != 1:
+        raise ValueError(f"{path}: holds {keys}; expected a 'logits' or 'probs' key or a single array")
+    return obj[key or keys[0]], key
+
+
+def _load_array(path: Path) -> tuple[Any, str | None]:
+    """The raw array stored in ``path`` and its key hint ("logits"/"probs"/None)."""
+    ext = path.suffix.lower()
+    if ext == ".pt":
+        return _select(path, torch.load(path, map_location="cpu", weights_only=True))
+    if ext not in PREDICTION_EXTS:
+        raise ValueError(f"{path}: unsupported prediction file type; expected one of {PREDICTION_EXTS}")
+    obj = np.load(path, allow_pickle=False)
+    if isinstance(obj, np.ndarray):
+        return obj, None
+    with obj:  # NpzFile: read only the selected array
+        return _select(path, obj)
+
+
+def read_prediction(path: str | Path) -> tuple[np.ndarray, str | None]:
+    """Prediction ``float32 [C, H, W]`` stored in ``path`` and its kind hint ("logits", "probs" or None).
+
+    ``.npy``: the array; ``.npz``: key "logits" or "probs" (the hint), else its single array;
+    ``.pt``: a tensor, or a dict with "logits"/"probs". Bad files raise ``ValueError`` naming ``path``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prediction file not found: {path}")
+    try:
+        raw, hint = _load_array(path)
+        arr = _numpy(raw).astype(np.float32)
+    except ValueError as exc:
+        if str(path) in str(exc):
+            raise
+        raise ValueError(f"{path}: unreadable prediction file ({exc})") from exc
+    except Exception as exc:  # corrupt zip/pickle/header: numpy and torch raise many types
+        raise ValueError(f"{path}: unreadable prediction file ({type(exc).__name__}: {exc})") from exc
+    if arr.ndim != 3:
+        raise ValueError(f"{path}: prediction must have shape [C, H, W], got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{path}: prediction contains NaN or inf values")
+    return arr, hint
+
+
+def write_prediction(path: str | Path, logits: Any, **extra: Any) -> None:
+    """Atomically save ``logits`` (float32 ``[C, H, W]``) under key "logits" plus ``extra`` arrays
+    (e.g. ``sets`` bool ``[C, H, W]``, ``set_size`` uint8 ``[H, W]``) as an uncompressed ``.npz``."""
+    path = Path(path)
+    arr = _numpy(logits).astype(np.float32)
+    if arr.ndim != 3:
+        raise ValueError(f"{path}: logits must have shape [C, H, W], got {arr.shape}")
+    arrays = {"logits": arr, **{k: _numpy(v) for k, v in extra.items()}}
+    _atomic(path, lambda tmp: np.savez(tmp, **arrays))
+
+
+def probs_to_logits(probs: Any, head: str = "softmax") -> torch.Tensor:
+    """Logits ``float32 [N, C, H, W]`` that reproduce probabilities ``probs`` ``[N, C, H, W]`` under ``head``.
+
+    softmax: ``log(p)`` (p clamped to ≥ 1e-12), so ``softmax(logits) = p / Σp`` exactly, p itself when
+    normalised; sigmoid: ``log(p) − log1p(−p)`` (p clamped to [1e-7, 1 − 1e-7]), so ``sigmoid(logits) = p``.
+    """
+    p = torch.as_tensor(probs).float()
+    if head == "softmax":
+        return p.clamp_min(1e-12).log()
+    if head == "sigmoid":
+        p = p.clamp(1e-7, 1 - 1e-7)
+        return p.log() - torch.log1p(-p)
+    raise ValueError(f"head must be 'softmax' or 'sigmoid', got {head!r}")
+
+
+def write_meta(folder: str | Path, meta: dict) -> None:
+    """Atomically write ``meta`` as ``<folder>/meta.json``."""
+    atomic_write_text(Path(folder) / META_FILE, json.dumps(meta, indent=2) + "\n")
+
+
+def read_meta(folder: str | Path) -> dict:
+    """``<folder>/meta.json`` as a dict (``{}`` when absent); invalid JSON raises ``ValueError`` naming it."""
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def _files_by_stem(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
+    """Top-level files of ``folder`` with a suffix in ``exts`` (hidden files skipped), by stem."""
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts:
+            if p.stem in found:
+                raise ValueError(f"{folder}: two files share the stem {p.stem!r} ({found[p.stem].name}, {p.name})")
+            found[p.stem] = p
+    return found
+
+
+def _read_label_map(path: Path) -> np.ndarray:
+    """Mask ``int64 [H, W]`` from a PNG (via ``read_mask``) or an integer ``.npy``."""
+    if path.suffix.lower() != ".npy":
+        return read_mask(path)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise ValueError(f"{path}: unreadable mask file ({type(exc).__name__}: {exc})") from exc
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{path}: mask must be an integer array [H, W], got {arr.dtype} {arr.shape}")
+    return arr.astype(np.int64)
+
+
+def _looks_like_probs(arr: np.ndarray, head: str) -> bool:
+    """Values in [0, 1] and, for softmax, channel sums within ``PROB_SUM_TOL`` of 1."""
+    if arr.min() < 0 or arr.max() > 1:
+        return False
+    return head == "sigmoid" or bool(np.abs(arr.sum(axis=0) - 1).max() <= PROB_SUM_TOL)
+
+
+class PredictionFolder:
+    """Saved per-image predictions in ``predictions`` paired by stem with label maps in ``masks``.
+
+    ``masks`` defaults to ``<predictions>/masks``. Explicit ``kind``/``head``/``classes``/``ignore_index``
+    override ``meta.json``; ``kind="auto"`` uses meta.json, else the file's key, else inspects the first
+    file. Iterating yields ``{"logits": float32 [N, C, H, W], "mask": int64 [N, H, W], "name": [str]}``
+    batches of ``batch_size``, loading files lazily; probabilities are converted with :func:`probs_to_logits`.
+    """
+
+    def __init__(self, predictions: str | Path, masks: str | Path | None = None, *, kind: str = "auto",
+                 head: str | None = None, classes: list[str] | None = None, ignore_index: int | None = None,
+                 batch_size: int = 8, limit: int | None = None) -> None:
+        self.predictions = Path(predictions)
+        if not self.predictions.is_dir():
+            raise FileNotFoundError(f"predictions folder not found: {self.predictions}")
+        self.masks = self.predictions / "masks" if masks is None else Path(masks)
+        if not self.masks.is_dir():
+            raise FileNotFoundError(f"masks folder {self.masks} not found (predictions: {self.predictions}); "
+                                    "pass masks=DIR or put the label maps in <predictions>/masks")
+        if kind not in ("auto", *KEYS):
+            raise ValueError(f"kind must be 'auto', 'logits' or 'probs', got {kind!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        preds = _files_by_stem(self.predictions, PREDICTION_EXTS)
+        if not preds:
+            raise ValueError(f"{self.predictions}: no prediction files ({', '.join(PREDICTION_EXTS)})")
+        labels = _files_by_stem(self.masks, MASK_EXTS)
+        missing = [s for s in preds if s not in labels]
+        if missing:
+            raise ValueError(f"{len(missing)} prediction(s) in {self.predictions} have no mask in {self.masks}: "
+                             f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}")
+        self.unmatched_masks = sum(s not in preds for s in labels)
+        self._pairs = [(preds[s], labels[s]) for s in preds]
+        if limit is not None:
+            if not 1 <= limit <= len(self._pairs):
+                raise ValueError(f"limit={limit} but only {len(self._pairs)} images in {self.predictions}")
+            self._pairs = self._pairs[:limit]
+
+        self._stored = meta = read_meta(self.predictions)
+        first, hint = read_prediction(self._pairs[0][0])
+        self._shape = first.shape
+        self.head = head or meta.get("head") or ("sigmoid" if first.shape[0] == 1 else "softmax")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be 'softmax' or 'sigmoid', got {self.head!r}")
+        self.kind = kind if kind != "auto" else (meta.get("kind") or hint
+                                                 or ("probs" if _looks_like_probs(first, self.head) else "logits"))
+        if self.kind not in KEYS:
+            raise ValueError(f"{self.predictions / META_FILE}: kind must be 'logits' or 'probs', got {self.kind!r}")
+        ignore = meta.get("ignore_index") if ignore_index is None else ignore_index
+        self.ignore_index = 255 if ignore is None else int(ignore)
+        self.class_names = list(classes or meta.get("classes") or [f"class{i}" for i in range(self.num_classes)])
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"classes has {len(self.class_names)} names but {self._pairs[0][0]} has "
+                             f"{self.num_channels} channels ({self.num_classes} classes with a {self.head} head)")
+        self._load(0, first)
+
+    @property
+    def names(self) -> list[str]:
+        return [p.stem for p, _ in self._pairs]
+
+    @property
+    def num_channels(self) -> int:
+        return self._shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        return num_output_classes(self.num_channels, self.head)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self._shape[1:])
+
+    @property
+    def meta(self) -> dict:
+        """Description of this folder in the ``meta.json`` format."""
+        return {"kind": self.kind, "head": self.head, "classes": self.class_names,
+                "ignore_index": self.ignore_index, "image_size": list(self.image_size),
+                "source": dict(self._stored.get("source") or {}), "count": len(self)}
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def subset(self, n: int) -> PredictionFolder:
+        """The same folder restricted to its first ``n`` images (by stem)."""
+        if not 1 <= n <= len(self):
+            raise ValueError(f"n={n} must be between 1 and {len(self)} (images in {self.predictions})")
+        sub = copy.copy(self)
+        sub._pairs = self._pairs[:n]
+        return sub
+
+    def _load(self, i: int, arr: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Prediction ``[C, H, W]`` and mask ``[H, W]`` of pair ``i``, checked against this folder."""
+        pred_path, mask_path = self._pairs[i]
+        if arr is None:
+            arr = read_prediction(pred_path)[0]
+        if arr.shape != self._shape:
+            raise ValueError(f"{pred_path}: prediction shape {arr.shape} differs from {self._pairs[0][0]} "
+                             f"{self._shape}; all predictions must share one [C, H, W]")
+        mask = _read_label_map(mask_path)
+        try:
+            check_batch(torch.from_numpy(arr)[None], torch.from_numpy(mask)[None], self.num_classes,
+                        self.ignore_index, self.kind, self.head, name="prediction")
+        except ValueError as exc:
+            raise ValueError(f"{pred_path} (mask {mask_path}): {exc}") from exc
+        return arr, mask
+
+    def __iter__(self) -> Iterator[dict]:
+        for start in range(0, len(self), self.batch_size):
+            idx = range(start, min(start + self.batch_size, len(self)))
+            preds, masks = zip(*(self._load(i) for i in idx))
+            logits = torch.from_numpy(np.stack(preds))
+            if self.kind == "probs":
+                logits = probs_to_logits(logits, self.head)
+            yield {"logits": logits, "mask": torch.from_numpy(np.stack(masks)),
+                   "name": [self._pairs[i][0].stem for i in idx]}
+
+
+class PredictionWriter:
+    """Writes ``<folder>/<name>.npz`` (logits + extras), ``<folder>/masks/<name>.png`` and, last, meta.json.
+
+    Use as a context manager (meta.json written only on normal exit) or call :meth:`close`.
+    """
+
+    def __init__(self, folder: str | Path, *, classes: list[str], head: str, ignore_index: int = 255,
+                 source: dict | None = None, overwrite: bool = False) -> None:
+        if head not in HEADS:
+            raise ValueError(f"head must be 'softmax' or 'sigmoid', got {head!r}")
+        self.folder = Path(folder)
+        old = _files_by_stem(self.folder, PREDICTION_EXTS) if self.folder.is_dir() else {}
+        if old and not overwrite:
+            raise FileExistsError(f"{self.folder} already holds {len(old)} prediction file(s); refusing to "
+                                  "overwrite them (pick a new folder or pass overwrite)")
+        for stem, path in old.items():  # overwrite: drop stale predictions so the folder is one run
+            path.unlink()
+            for ext in MASK_EXTS:
+                (self.folder / "masks" / f"{stem}{ext}").unlink(missing_ok=True)
+        (self.folder / META_FILE).unlink(missing_ok=True)  # meta.json, written last, marks a finished folder
+        self.classes, self.head, self.ignore_index = list(classes), head, ignore_index
+        self.source = dict(source or {})
+        self._shape: tuple[int, ...] | None = None
+        self._names: set[str] = set()
+
+    def add(self, name: str, logits: Any, mask: Any | None = None, **extra: Any) -> None:
+        """Write logits ``[C, H, W]``, optional mask ``[H, W]`` and ``extra`` arrays for image ``name``."""
+        if not name or name.startswith(".") or Path(name).name != name:
+            raise ValueError(f"name must be a plain file stem, got {name!r}")
+        if name in self._names:
+            raise ValueError(f"name {name!r} was already added to {self.folder}")
+        arr = _numpy(logits).astype(np.float32)
+        if arr.ndim != 3:
+            raise ValueError(f"{name}: logits must have shape [C, H, W], got {arr.shape}")
+        if self._shape is None:
+            if num_output_classes(arr.shape[0], self.head) != len(self.classes):
+                raise ValueError(f"{name}: logits have {arr.shape[0]} channels but classes has "
+                                 f"{len(self.classes)} names (head {self.head})")
+            self._shape = arr.shape
+        if arr.shape != self._shape:
+            raise ValueError(f"{name}: logits shape {arr.shape} differs from the first added {self._shape}")
+        m = None if mask is None else _numpy(mask)
+        if m is not None and m.shape != arr.shape[1:]:
+            raise ValueError(f"{name}: mask shape {m.shape} does not match logits [H, W] {arr.shape[1:]}")
+        write_prediction(self.folder / f"{name}.npz", arr, **extra)
+        if m is not None:
+            _atomic(self.folder / "masks" / f"{name}.png", lambda tmp: write_png(tmp, m))
+        self._names.add(name)
+
+    def close(self) -> None:
+        """Write meta.json (kind "logits", head, classes, ignore_index, image_size, source, count)."""
+        write_meta(self.folder, {"kind": "logits", "head": self.head, "classes": self.classes,
+                                 "ignore_index": self.ignore_index,
+                                 "image_size": list(self._shape[1:]) if self._shape else None,
+                                 "source": self.source, "count": len(self._names)})
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()

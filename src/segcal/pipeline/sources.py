@@ -1,0 +1,136 @@
+"""Where predictions come from: a checkpoint run over a data split, or a folder of saved predictions.
+
+Both yield dict batches ``{"logits": [N, C, H, W] float32, "mask": [N, H, W] int64, "name": [...]}``
+(model sources add ``"image"``, the normalised input) and describe themselves with
+``num_classes``, ``class_names``, ``head``, ``ignore_index``, ``image_size``, ``len()`` and
+``subset(n)`` (the first ``n`` images), so every pipeline stage works on either.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from segcal.configio import apply_overrides, from_dict, to_dict
+from segcal.data.datamodule import SegDataModule, build_datamodule
+from segcal.models.lightning import SegModel
+from segcal.pipeline.config import ExperimentConfig
+from segcal.pipeline.inference import experiment_of, load_model
+from segcal.pipeline.prediction_files import PredictionFolder
+
+
+@dataclass
+class ModelSource:
+    """``model`` run over ``split`` of ``datamodule`` (optionally only its first ``limit`` images)."""
+
+    model: SegModel
+    datamodule: SegDataModule
+    split: str
+    checkpoint: str | None = None
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in self.datamodule.split_names:
+            raise ValueError(f"split must be one of {sorted(self.datamodule.split_names)}, got {self.split!r}")
+        available = len(self.datamodule.dataset(self.split))
+        if available == 0:
+            raise ValueError(f"split {self.split!r} has no images")
+        if self.limit is not None and not 1 <= self.limit <= available:
+            raise ValueError(f"n_cal/limit={self.limit} but split {self.split!r} has only {available} images")
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.model.class_names)
+
+    @property
+    def head(self) -> str:
+        return self.model.head
+
+    @property
+    def ignore_index(self) -> int:
+        return self.model.ignore_index
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.datamodule.cfg.image_size)
+
+    @property
+    def batch_size(self) -> int:
+        return self.datamodule.cfg.batch_size
+
+    def __len__(self) -> int:
+        return self.limit or len(self.datamodule.dataset(self.split))
+
+    def subset(self, n: int) -> ModelSource:
+        return ModelSource(self.model, self.datamodule, self.split, self.checkpoint, n)
+
+    def describe(self) -> dict[str, Any]:
+        return {"checkpoint": self.checkpoint, "predictions": None, "split": self.split, "num_images": len(self),
+                "classes": self.class_names, "head": self.head}
+
+    @torch.no_grad()
+    def __iter__(self) -> Iterator[dict]:
+        ds = self.datamodule.dataset(self.split)
+        if self.limit is not None:
+            ds = Subset(ds, range(self.limit))
+        loader = DataLoader(ds, batch_size=self.datamodule.cfg.batch_size, shuffle=False,
+                            num_workers=self.datamodule.cfg.num_workers)
+        device = next(self.model.parameters()).device
+        for batch in loader:
+            logits = self.model(batch["image"].to(device)).float().cpu()
+            yield {"logits": logits, "mask": batch["mask"], "name": list(batch["name"]), "image": batch["image"]}
+
+
+def datamodule_for(checkpoint: str | Path, model: SegModel, overrides: list[str] | None = None) -> SegDataModule:
+    """The data module a checkpoint was trained with (its run's manifests when present)."""
+    cfg = experiment_of(model)
+    if overrides:
+        cfg = from_dict(ExperimentConfig, apply_overrides(to_dict(cfg), overrides)).validate()
+    dm = build_datamodule(cfg.data, seed=cfg.seed)
+    manifests = Path(checkpoint).resolve().parent.parent / "manifests"
+    if manifests.is_dir():
+        dm.load_manifests(manifests)
+    dm.setup()
+    return dm
+
+
+def model_source(checkpoint: str | Path, split: str, overrides: list[str] | None = None,
+                 device: str = "auto", limit: int | None = None) -> ModelSource:
+    """Run ``checkpoint`` over ``split`` of its own data config (``overrides`` such as ``data.root=...``)."""
+    model = load_model(checkpoint, device)
+    return ModelSource(model, datamodule_for(checkpoint, model, overrides), split, str(checkpoint), limit)
+
+
+def folder_source(predictions: str | Path, masks: str | Path | None = None, **options: Any) -> PredictionFolder:
+    """Saved predictions (see :mod:`segcal.pipeline.prediction_files`)."""
+    return PredictionFolder(predictions, masks, **options)
+
+
+def describe(source) -> dict[str, Any]:
+    """JSON description of either kind of source."""
+    if hasattr(source, "describe"):
+        return source.describe()
+    return {"checkpoint": None, "predictions": str(source.predictions), "split": None, "num_images": len(source),
+            "classes": list(source.class_names), "head": source.head}
+
+
+class Stream:
+    """``fn(batch)`` for every batch of ``source``; ``len()`` is the number of batches (progress bars)."""
+
+    def __init__(self, source, fn: Callable[[dict], Any]) -> None:
+        self.source, self.fn = source, fn
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.source) / self.source.batch_size)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self.fn(batch) for batch in self.source)

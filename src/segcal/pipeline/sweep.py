@@ -1,0 +1,109 @@
+"""`segcal sweep`: conformal methods versus the number of calibration images (low-data regime).
+
+The calibration pool (the ``cal`` split, disjoint from ``test``) is scored once into an exact
+:class:`~segcal.conformal.accumulate.ScoreBank`, test class scores are cached once, then for
+every ``n_cal`` and repeat one random subset of the pool calibrates every method (paired
+comparison) — see :func:`segcal.conformal.sweep.calibration_sweep`. Writes
+``sweep.json`` (records + mean ± std summary), ``sweep.csv`` and figures into ``out_dir``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+
+from segcal.configio import atomic_write_text
+from segcal.conformal.accumulate import ScoreBank
+from segcal.conformal.scores import class_scores, label_scores
+from segcal.conformal.sweep import DEFAULT_N_CALS, calibration_sweep, summarise_sweep
+from segcal.pipeline.bundle import CalibrationBundle
+from segcal.pipeline.calibrate import CONFORMAL_METHODS, make_conformal
+from segcal.pipeline.progress import track
+from segcal.pipeline.sources import Stream, describe
+from segcal.plots.conformal import plot_sweep
+
+SWEEP_METHODS = tuple(CONFORMAL_METHODS)
+
+
+def check_sweep_args(methods: Sequence[str], n_cals: Sequence[int], repeats: int, pool_size: int) -> None:
+    unknown = [m for m in methods if m not in CONFORMAL_METHODS]
+    if unknown or not methods:
+        raise ValueError(f"--methods must be a non-empty subset of {', '.join(CONFORMAL_METHODS)}; got {unknown}")
+    if not n_cals or any(n < 1 for n in n_cals):
+        raise ValueError(f"--n-cals must be positive integers, got {list(n_cals)}")
+    too_big = [n for n in n_cals if n > pool_size]
+    if too_big:
+        raise ValueError(f"--n-cals {too_big} exceed the {pool_size} images of the calibration pool")
+    if repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {repeats}")
+
+
+def run_sweep(cal_source, test_source, out_dir: str | Path | None = None, *,
+              methods: Sequence[str] = SWEEP_METHODS, n_cals: Sequence[int] = DEFAULT_N_CALS, repeats: int = 5,
+              seed: int = 0, bundle: CalibrationBundle | None = None, params: dict[str, dict] | None = None,
+              alphas: list[float] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Sweep ``methods`` over ``n_cals`` × ``repeats``; returns the ``sweep.json`` dict.
+
+    ``bundle``: its recalibrator (if any) is applied to the logits first. ``params``: extra
+    constructor arguments per method, e.g. ``{"kandinsky-kmeans": {"num_groups": "auto"}}``.
+    """
+    start = time.time()
+    n_cals = sorted({int(n) for n in n_cals})
+    check_sweep_args(methods, n_cals, repeats, len(cal_source))
+    if tuple(cal_source.image_size) != tuple(test_source.image_size):
+        raise ValueError(f"calibration images are {tuple(cal_source.image_size)} but test images are "
+                         f"{tuple(test_source.image_size)}: both must have the same size")
+    bundle = bundle if bundle is not None else CalibrationBundle()
+    head, ignore = cal_source.head, cal_source.ignore_index
+    final = lambda b: bundle.transform(b["logits"], b.get("image"))  # noqa: E731
+    pool = ScoreBank(cal_source.num_classes, tuple(cal_source.image_size))
+    for s, y in track(Stream(cal_source, lambda b: label_scores(final(b), b["mask"], "logits", head, ignore)),
+                      "score calibration pool", enabled=progress):
+        pool.update(s, y)
+    test = list(track(Stream(test_source, lambda b: (class_scores(final(b), "logits", head), b["mask"])),
+                      "score test split", enabled=progress))
+    params = params or {}
+    factories = {m: (lambda m=m: make_conformal(m, cal_source.num_classes, head, ignore, seed, **params.get(m, {})))
+                 for m in methods}
+    records = []
+    runs = [(n, r) for n in n_cals for r in range(repeats)]
+    for n, r in track(runs, f"sweep {len(methods)} methods", enabled=progress):
+        for rec in calibration_sweep(pool, test, factories, [n], 1, seed=seed * 7919 + r, alphas=alphas):
+            records.append({**rec, "repeat": r})
+    summary = summarise_sweep(records)
+    result = {"methods": list(methods), "n_cals": n_cals, "repeats": repeats, "seed": seed,
+              "calibration_pool": describe(cal_source), "test": describe(test_source),
+              "recalibration": None if bundle.recalibration is None else bundle.recalibration.method,
+              "params": params, "summary": summary, "records": records, "figures": []}
+    if out_dir is not None:
+        out = Path(out_dir)
+        (out / "figures").mkdir(parents=True, exist_ok=True)
+        result["figures"] = _figures(records, out)
+        result["seconds"] = time.time() - start
+        atomic_write_text(out / "sweep.json", json.dumps(result, indent=2))
+        atomic_write_text(out / "sweep.csv", summary_csv(summary))
+    result["seconds"] = time.time() - start
+    return result
+
+
+def _figures(records: list[dict[str, Any]], out: Path) -> list[dict[str, str]]:
+    path = out / "figures" / "sweep.png"
+    plot_sweep(records, path=path)
+    plt.close("all")
+    return [{"key": "sweep", "title": "Coverage error and set size vs number of calibration images",
+             "path": str(path.relative_to(out)), "group": "sweep"}]
+
+
+def summary_csv(summary: list[dict[str, Any]]) -> str:
+    """The mean ± std table as CSV text (one row per method and n_cal)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(summary[0]) if summary else ["method"])
+    writer.writeheader()
+    writer.writerows(summary)
+    return buf.getvalue()

@@ -1,0 +1,175 @@
+"""`segcal calibrate | evaluate | predict | sweep` end to end on a tiny trained model."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_experiment_dict
+from segcal.cli.main import main
+from segcal.pipeline.bundle import load_bundle, read_checkpoint
+from segcal.pipeline.config import experiment_from_dict
+from segcal.pipeline.train import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("calib")
+    d = tiny_experiment_dict(tmp, data={"synthetic": {"num_images": 32, "num_classes": 3, "height": 32, "width": 32},
+                                        "splits": {"train": 8, "val": 4, "cal": 12, "test": 8}},
+                             train={"epochs": 1, "checkpoint_every": 1, "vis_samples": 0, "progress": False})
+    result = train(experiment_from_dict(d), tmp / "run")
+    return result.run_dir, result.last_checkpoint
+
+
+def _cli(*args) -> int:
+    return main([str(a) for a in args] + ["--no-progress"])
+
+
+@pytest.fixture(scope="module")
+def temperature_ckpt(run):
+    run_dir, ckpt = run
+    assert _cli("calibrate", ckpt, "--method", "temperature") == 0
+    return ckpt.with_name("last.temperature.ckpt")
+
+
+@pytest.fixture(scope="module")
+def conformal_ckpt(run, temperature_ckpt):
+    assert _cli("calibrate", temperature_ckpt, "--method", "kandinsky-kmeans", "--param", "num_groups=2") == 0
+    return temperature_ckpt.with_name("last.temperature.kandinsky-kmeans.ckpt")
+
+
+def test_calibrated_checkpoint_keeps_the_model_and_adds_the_calibrator(run, temperature_ckpt):
+    ckpt = read_checkpoint(temperature_ckpt)
+    assert "state_dict" in ckpt and ckpt["segcal"]["recalibration"]["method"] == "temperature"
+    bundle = load_bundle(temperature_ckpt)
+    assert bundle.conformal is None and bundle.history[0]["n_cal"] == 12
+    assert load_bundle(run[1]).empty
+
+
+def test_evaluate_shows_before_and_after(run, temperature_ckpt, capsys):
+    assert _cli("evaluate", temperature_ckpt) == 0
+    folder = run[0] / "eval" / "last.temperature-test"
+    result = json.loads((folder / "evaluation.json").read_text())
+    assert list(result["calibration"]) == ["uncalibrated", "temperature"]
+    assert result["source"]["num_images"] == 8 and result["conformal"] is None
+    assert all((folder / f["path"]).is_file() for f in result["figures"])
+    assert {f["key"] for f in result["figures"]} >= {"reliability", "ece_map_uncalibrated", "boundary_interior"}
+    printed = capsys.readouterr().out
+    assert "uncalibrated" in printed and "temperature" in printed and "NLL" in printed
+
+
+def test_conformal_on_top_of_recalibration(run, conformal_ckpt, capsys):
+    bundle = load_bundle(conformal_ckpt)
+    assert bundle.recalibration.method == "temperature" and bundle.conformal.num_groups == 2
+    state = read_checkpoint(conformal_ckpt)["segcal"]["conformal"]
+    assert tuple(state["nc_curves"].shape) == (100, 3, 32, 32)
+    assert _cli("evaluate", conformal_ckpt, "--out", run[0] / "eval" / "conf") == 0
+    result = json.loads((run[0] / "eval" / "conf" / "evaluation.json").read_text())
+    cov = result["conformal"]
+    assert cov["method"] == "kandinsky-kmeans" and cov["calibration"]["n_cal"] == 12
+    assert 0 <= cov["coverage_at_0.9"] <= 1 and cov["num_test_images"] == 8
+    keys = {f["key"] for f in result["figures"]}
+    assert {"ce_map", "group_map", "coverage_vs_nominal", "set_size_map", "set_overlay_0"} <= keys
+    assert "mean CE" in capsys.readouterr().out
+
+
+def test_recalibrating_a_calibrated_checkpoint_is_refused(conformal_ckpt, capsys):
+    assert _cli("calibrate", conformal_ckpt, "--method", "temperature") == 2
+    assert "already calibrated" in capsys.readouterr().err
+
+
+def test_predict_then_evaluate_saved_predictions_gives_the_same_numbers(run, conformal_ckpt, tmp_path):
+    out = tmp_path / "preds"
+    assert _cli("predict", conformal_ckpt, "--out", out, "--alpha", "0.1") == 0
+    files = sorted(out.glob("*.npz"))
+    assert len(files) == 8 and (out / "meta.json").is_file() and len(list((out / "sets").glob("*.png"))) == 8
+    with np.load(files[0]) as z:
+        assert z["sets"].shape == (3, 32, 32) and z["sets"].dtype == bool
+        assert (z["set_size"] == z["sets"].sum(0)).all()
+    # the saved logits are the recalibrated ones: their "uncalibrated" ECE is the model's "temperature" ECE
+    assert _cli("evaluate", "--predictions", out, "--out", tmp_path / "ev") == 0
+    from_files = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert _cli("evaluate", conformal_ckpt, "--out", tmp_path / "ev_model") == 0
+    from_model = json.loads((tmp_path / "ev_model" / "evaluation.json").read_text())
+    for key in ("ece", "nll", "brier", "adaptive_ece"):
+        assert from_files["calibration"]["uncalibrated"][key] == pytest.approx(
+            from_model["calibration"]["temperature"][key], abs=1e-6)
+    assert from_files["segmentation"]["per_class"]["dice"] == pytest.approx(
+        from_model["segmentation"]["per_class"]["dice"], abs=1e-9)
+
+
+def test_calibrate_and_evaluate_from_saved_predictions_only(run, tmp_path):
+    cal, test = tmp_path / "cal", tmp_path / "test"
+    assert _cli("predict", run[1], "--split", "cal", "--out", cal) == 0
+    assert _cli("predict", run[1], "--out", test) == 0
+    assert _cli("calibrate", "--predictions", cal, "--method", "image") == 0
+    calib = cal / "calibration.image.pt"
+    assert "state_dict" not in read_checkpoint(calib)
+    assert _cli("evaluate", calib, "--predictions", test, "--out", tmp_path / "ev") == 0
+    result = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert result["conformal"]["method"] == "imagewise" and result["source"]["predictions"] == str(test)
+
+
+def test_calibration_file_without_model_needs_predictions(run, tmp_path, capsys):
+    cal = tmp_path / "cal"
+    assert _cli("predict", run[1], "--split", "cal", "--out", cal) == 0
+    assert _cli("calibrate", "--predictions", cal, "--method", "pixel", "--out", tmp_path / "c.pt") == 0
+    assert _cli("evaluate", tmp_path / "c.pt") == 2
+    assert "without model weights" in capsys.readouterr().err
+
+
+def test_conformal_size_mismatch_is_a_clear_error(run, conformal_ckpt, tmp_path, capsys):
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "masks").mkdir()
+    from PIL import Image
+    np.save(small / "a.npy", np.zeros((3, 16, 16), dtype=np.float32))
+    Image.fromarray(np.zeros((16, 16), dtype=np.uint8)).save(small / "masks" / "a.png")
+    assert _cli("evaluate", conformal_ckpt, "--predictions", small, "--kind", "logits", "--out", tmp_path / "e") == 2
+    assert "image size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "{plain}", "--out", "{tmp}/p", "--alpha", "0.1"], "needs a conformally calibrated"),
+    (["predict", "{conf}", "--out", "{tmp}/p", "--alpha", "1.5"], "between 0 and 1"),
+    (["calibrate", "{plain}", "--method", "pixel", "--n-cal", "99"], "only 12 images"),
+    (["calibrate", "{plain}", "--method", "pixel", "--param", "bogus=1"], "invalid --param"),
+    (["calibrate", "{plain}", "--method", "pixel", "--param", "nonsense"], "NAME=VALUE"),
+    (["evaluate"], "give a CHECKPOINT"),
+    (["evaluate", "{tmp}/missing.ckpt"], "not found"),
+    (["sweep", "{plain}", "--n-cals", "4,50"], "exceed the 12 images"),
+    (["sweep", "{plain}", "--methods", "pixel,magic"], "--methods"),
+    (["sweep", "--predictions", "{tmp}"], "go together"),
+])
+def test_bad_arguments_give_one_clear_error(run, conformal_ckpt, tmp_path, capsys, args, message):
+    fill = {"plain": run[1], "conf": conformal_ckpt, "tmp": tmp_path}
+    assert _cli(*(a.format(**fill) for a in args)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_sweep_writes_table_json_and_figure(run, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert _cli("sweep", run[1], "--n-cals", "4,8", "--repeats", "2", "--methods", "pixel,image,kandinsky-kmeans",
+                "--num-groups", "2", "--out", out) == 0
+    result = json.loads((out / "sweep.json").read_text())
+    assert len(result["records"]) == 2 * 2 * 3 and len(result["summary"]) == 2 * 3
+    assert {r["n_cal"] for r in result["summary"]} == {4, 8}
+    assert (out / "sweep.csv").read_text().startswith("method,n_cal,repeats")
+    assert (out / result["figures"][0]["path"]).is_file()
+    kmeans = [r for r in result["records"] if r["method"] == "kandinsky-kmeans"]
+    assert all(r["num_groups"] == 2 for r in kmeans)
+    assert "n_cal" in capsys.readouterr().out
+
+
+def test_python_api_of_the_pipeline(run):
+    from segcal.pipeline.calibrate import calibrate
+    from segcal.pipeline.evaluate import evaluate
+    from segcal.pipeline.sources import model_source
+
+    cal = model_source(run[1], "cal", device="cpu")
+    bundle, record = calibrate(cal, "vector", progress=False)
+    assert record["n_cal"] == 12 and bundle.recalibration.method == "vector"
+    ev = evaluate(model_source(run[1], "test", device="cpu"), bundle, progress=False)
+    assert set(ev.calibration) == {"uncalibrated", "vector"} and ev.out_dir is None
+    assert torch.isfinite(torch.tensor(ev.result["calibration"]["vector"]["nll"]))
