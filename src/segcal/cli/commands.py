@@ -29,11 +29,13 @@ def metrics_table(result: dict, title: str) -> Table:
 def demo(args: argparse.Namespace) -> int:
     from segcal.pipeline.demo import run_demo
 
-    result = run_demo(args.out, args.quick, args.data, args.overrides, progress=not args.no_progress)
+    log = (lambda message: out.print(f"[bold green]segcal demo[/] {message}", highlight=False))
+    result = run_demo(args.out, args.quick, args.data, args.overrides, progress=not args.no_progress, log=log)
     out.print(metrics_table(result.test_metrics, "Test split (last checkpoint)"))
     out.rule("segcal demo")
     for line in result.summary:
         out.print(line, highlight=False)
+    out.print(f"report: {result.report}  ({result.seconds:.0f} s)", highlight=False)
     return 0
 
 

@@ -58,11 +58,11 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
     Image.fromarray(arr).save(path)
 
 
-def find_images(folder: Path) -> dict[str, Path]:
-    """Image files in ``folder`` (top level, any-case extensions in :data:`IMAGE_EXTS`) by stem."""
+def find_images(folder: Path, exts: tuple[str, ...] = IMAGE_EXTS) -> dict[str, Path]:
+    """Files in ``folder`` (top level, hidden ones skipped, any-case extensions in ``exts``) by stem."""
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTS:
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts:
             if p.stem in found:
                 raise ValueError(f"{folder}: two files share the stem {p.stem!r} ({found[p.stem].name}, {p.name})")
             found[p.stem] = p

@@ -11,6 +11,7 @@ from segcal.metrics.segmentation import QUALITY_METRICS, SegmentationMetrics
 from segcal.models.config import LossConfig, ModelConfig, OptimConfig
 from segcal.models.losses import SegmentationLoss, Target
 from segcal.models.networks import build_network
+from segcal.stats.outputs import hard_labels
 
 
 class SegModel(L.LightningModule):
@@ -87,9 +88,7 @@ class SegModel(L.LightningModule):
 
     def predict_labels(self, logits: torch.Tensor) -> torch.Tensor:
         """Hard labels ``[N, H, W]`` from logits (argmax, or p > 0.5 for a binary sigmoid head)."""
-        if logits.shape[1] == 1:
-            return (logits[:, 0] > 0).long()
-        return logits.argmax(1)
+        return hard_labels(logits, self.head)
 
     def configure_optimizers(self):
         o = self.optim_cfg

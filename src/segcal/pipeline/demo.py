@@ -1,34 +1,51 @@
 """`segcal demo`: the main job end to end on built-in synthetic data (or a folder dataset).
 
-Stages so far: data → train (past the best epoch, so the model is over-confident) →
-segmentation quality on the test split → figures, all in one run directory.
+Stages, all into one run directory: train a small UNet past its best epoch (the last
+checkpoint is over-confident on purpose) → measure calibration on the test split → fit
+temperature and selective scaling on the calibration split and measure again → calibrate
+the four conformal methods and evaluate their coverage → a low-data sweep → ``report.html``.
+The model runs once per split; later stages reuse the cached logits.
 """
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from segcal.configio import atomic_write_text, load_yaml
+from segcal.pipeline.bundle import save_bundle
+from segcal.pipeline.calibrate import calibrate
 from segcal.pipeline.config import ExperimentConfig, experiment_from_dict
 from segcal.pipeline.configs import resolve_config
-from segcal.pipeline.evaluate_seg import evaluate_segmentation_model
+from segcal.pipeline.evaluate import evaluate
+from segcal.pipeline.inference import load_model
+from segcal.pipeline.report import build_report
+from segcal.pipeline.sources import CachedSource, ModelSource, datamodule_for
+from segcal.pipeline.sweep import run_sweep
 from segcal.pipeline.train import TrainResult, new_run_dir, train
 
 QUICK_OVERRIDES = [
     "data.synthetic.num_images=96", "data.splits={train: 32, val: 16, cal: 24, test: 24}",
     "train.epochs=2", "train.checkpoint_every=1", "train.vis_samples=3",
 ]
+RECALIBRATION = ("temperature", "selective")
+CONFORMAL = ("pixel", "image", "kandinsky-kmeans", "kandinsky-annuli")
+SWEEP_N_CALS = (10, 25, 50)
+QUICK_SELECTIVE = {"epochs": 5}
 
 
 @dataclass
 class DemoResult:
     run_dir: Path
     train: TrainResult
-    test_metrics: dict
+    evaluations: dict[str, dict]
+    sweep: dict
+    report: Path
     summary: list[str]
     seconds: float
+    test_metrics: dict = field(default_factory=dict)
 
 
 def demo_config(out: str = "runs", quick: bool = False, data: str | None = None,
@@ -41,38 +58,74 @@ def demo_config(out: str = "runs", quick: bool = False, data: str | None = None,
         root = Path(data)
         if not root.is_dir():
             raise FileNotFoundError(f"--data: folder not found: {root}")
-        extra += [f"data.kind=folder", f"data.root={root}", "data.splits={train: 0.5, val: 0.1, cal: 0.2, test: 0.2}"]
+        extra += ["data.kind=folder", f"data.root={root}", "data.splits={train: 0.5, val: 0.1, cal: 0.2, test: 0.2}"]
     return experiment_from_dict(load_yaml(resolve_config("demo")), extra + list(overrides or []))
 
 
-def run_demo(out: str = "runs", quick: bool = False, data: str | None = None,
-             overrides: list[str] | None = None, progress: bool = True) -> DemoResult:
-    """Run the demo and write ``summary.json``; returns the run directory and a short summary."""
+def run_demo(out: str = "runs", quick: bool = False, data: str | None = None, overrides: list[str] | None = None,
+             progress: bool = True, log: Callable[[str], None] | None = None) -> DemoResult:
+    """Run every stage; writes ``summary.json`` and ``report.html`` into the run directory."""
     start = time.time()
+    say = log or (lambda message: None)
     cfg = demo_config(out, quick, data, overrides, progress)
     run_dir = new_run_dir(cfg)
+    say(f"1/6 training {cfg.model.arch} for {cfg.train.epochs} epochs → {run_dir}")
     trained = train(cfg, run_dir)
-    from segcal.data.datamodule import build_datamodule
-    from segcal.models.lightning import SegModel
+    ckpt = trained.last_checkpoint
+    model = load_model(ckpt, "cpu")
+    dm = datamodule_for(ckpt, model)
+    test = CachedSource(ModelSource(model, dm, "test", str(ckpt)), progress, "predict test split")
+    cal = CachedSource(ModelSource(model, dm, "cal", str(ckpt)), progress, "predict cal split")
 
-    dm = build_datamodule(cfg.data, seed=cfg.seed)
-    dm.load_manifests(run_dir / "manifests")
-    dm.setup()
-    model = SegModel.load_from_checkpoint(trained.last_checkpoint, map_location="cpu", weights_only=False).eval()
-    test = evaluate_segmentation_model(model, dm.dataloader("test"), progress, "evaluate test")
-    test["checkpoint"] = str(trained.last_checkpoint)
+    def run_eval(name: str, bundle=None) -> dict:
+        return evaluate(test, bundle, run_dir / "eval" / name, name=name, progress=progress).result
+
+    say("2/6 measuring calibration of the last checkpoint")
+    evaluations = {"last-test": run_eval("last-test")}
+    say(f"3/6 recalibrating: {', '.join(RECALIBRATION)}")
+    for method in RECALIBRATION:
+        params = QUICK_SELECTIVE if quick and method == "selective" else {}
+        bundle, _ = calibrate(cal, method, params=params, seed=cfg.seed, progress=progress)
+        save_bundle(bundle, ckpt.with_name(f"last.{method}.ckpt"), ckpt)
+        evaluations[f"last.{method}-test"] = run_eval(f"last.{method}-test", bundle)
+    say(f"4/6 conformal calibration: {', '.join(CONFORMAL)}")
+    for method in CONFORMAL:
+        bundle, _ = calibrate(cal, method, seed=cfg.seed, progress=progress)
+        save_bundle(bundle, ckpt.with_name(f"last.{method}.ckpt"), ckpt)
+        evaluations[f"last.{method}-test"] = run_eval(f"last.{method}-test", bundle)
+    n_cals = sorted({n for n in SWEEP_N_CALS if n < len(cal)} | {len(cal)})
+    say(f"5/6 low-data sweep over n_cal = {n_cals}")
+    sweep = run_sweep(cal, test, run_dir / "sweep", methods=CONFORMAL, n_cals=n_cals, repeats=2 if quick else 3,
+                      seed=cfg.seed, progress=progress)
+    summary = summary_lines(cfg, trained, evaluations, run_dir)
     seconds = time.time() - start
-    fg = test["mean_foreground"]
-    summary = [
-        f"run directory: {run_dir}",
-        f"model: last checkpoint after {cfg.train.epochs} epochs ({trained.last_checkpoint.name}), "
-        f"best val Dice {trained.val_metrics['mean_foreground']['dice']:.3f}",
-        f"test Dice {fg['dice']:.3f}  IoU {fg['iou']:.3f}  recall {fg['recall']:.3f}  "
-        f"precision {fg['precision']:.3f}  (foreground mean over {len(test['classes']) - 1} classes)",
-        f"figures: {run_dir / 'figures'}",
-        f"time: {seconds:.0f} s",
+    atomic_write_text(run_dir / "summary.json", json.dumps({"summary": summary, "seconds": seconds,
+                                                            "val_best": trained.val_metrics}, indent=2))
+    say("6/6 writing the HTML report")
+    report = build_report(run_dir)
+    return DemoResult(run_dir, trained, evaluations, sweep, report, summary, time.time() - start,
+                      evaluations["last-test"]["segmentation"])
+
+
+def summary_lines(cfg: ExperimentConfig, trained: TrainResult, evaluations: dict[str, dict],
+                  run_dir: Path) -> list[str]:
+    """The five-line summary: model, Dice, ECE before/after, NLL before/after, CE per conformal method."""
+    base = evaluations["last-test"]
+    fg = base["segmentation"]["mean_foreground"]
+    ece = {"uncalibrated": base["calibration"]["uncalibrated"]}
+    ece.update({m: evaluations[f"last.{m}-test"]["calibration"][m] for m in RECALIBRATION})
+    conf = {m: evaluations[f"last.{m}-test"]["conformal"] for m in CONFORMAL}
+    ce = ", ".join(f"{m} {_fmt(c['mean_ce'])} (set size {c['mean_set_size_at_0.9']:.2f})" for m, c in conf.items())
+    return [
+        f"model: {trained.last_checkpoint.name} after {cfg.train.epochs} epochs "
+        f"(best val Dice {trained.val_metrics['mean_foreground']['dice']:.3f}), run {run_dir.name}",
+        f"test Dice {fg['dice']:.3f}, IoU {fg['iou']:.3f} (foreground mean over {len(base['source']['classes']) - 1}"
+        " classes)",
+        "ECE " + " → ".join(f"{k} {_fmt(v['ece'])}" for k, v in ece.items()),
+        "NLL " + " → ".join(f"{k} {_fmt(v['nll'])}" for k, v in ece.items()),
+        f"conformal CE at n_cal = {next(iter(conf.values()))['calibration']['n_cal']} (set size at 1 − α = 0.9): {ce}",
     ]
-    atomic_write_text(run_dir / "summary.json",
-                      json.dumps({"test": test, "val_best": trained.val_metrics, "seconds": seconds,
-                                  "summary": summary}, indent=2))
-    return DemoResult(run_dir, trained, test, summary, seconds)
+
+
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:.4f}"

@@ -31,7 +31,7 @@ from segcal.pipeline.evaluate_figures import SetExamples, write_figures
 from segcal.pipeline.evaluate_seg import quality_dict
 from segcal.pipeline.progress import track
 from segcal.pipeline.sources import Stream, describe
-from segcal.stats.outputs import to_probs
+from segcal.stats.outputs import hard_labels
 
 SET_ALPHA = 0.1
 NUM_SET_EXAMPLES = 4
@@ -80,7 +80,7 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
         final = raw if recal is None else recal(raw, batch.get("image"))
         if recal is not None:
             metrics[recal.method].update(final, labels)
-        seg.update(to_probs(final, "logits", source.head).argmax(1), labels)
+        seg.update(hard_labels(final, source.head), labels)
         if conformal is not None:
             coverage.update(final, labels, "logits", source.head)
             examples.add(source, batch, conformal, final)

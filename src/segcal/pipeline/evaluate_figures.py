@@ -29,7 +29,7 @@ class SetExamples:
 
     def __init__(self, count: int, alpha: float) -> None:
         self.count, self.alpha = count, alpha
-        self.items: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # (name, image, sets [C, H, W])
+        self.items: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # name, image, sets, valid
 
     def add(self, source, batch: dict, conformal: ConformalCalibrator, logits: torch.Tensor) -> None:
         take = min(self.count - len(self.items), len(logits))
@@ -37,7 +37,8 @@ class SetExamples:
             return
         sets = conformal.predict_set(logits[:take], self.alpha, "logits", source.head)
         for i in range(take):
-            self.items.append((batch["name"][i], display_image(source, batch, i), sets[i]))
+            valid = batch["mask"][i] != source.ignore_index
+            self.items.append((batch["name"][i], display_image(source, batch, i), sets[i], valid))
 
 
 def display_image(source, batch: dict, i: int) -> torch.Tensor:
@@ -81,9 +82,9 @@ def write_figures(folder: Path, calibration: list[CalibrationResults], coverage:
         path = folder / f"{key}.png"
         plot(path)
         entries.append(_entry(key, title, path, root, "conformal"))
-    for i, (name, image, sets) in enumerate(examples.items):
+    for i, (name, image, sets, valid) in enumerate(examples.items):
         path = folder / f"set_overlay_{i}.png"
-        plot_prediction_set_overlay(image, sets, class_names, examples.alpha, path=path)
+        plot_prediction_set_overlay(image, sets, class_names, examples.alpha, path=path, valid=valid)
         entries.append(_entry(f"set_overlay_{i}", f"Prediction sets, {name}", path, root, "prediction_sets"))
     plt.close("all")
     return entries

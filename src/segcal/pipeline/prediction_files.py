@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from segcal.configio import atomic_write_text
-from segcal.data.files import read_mask, write_png
+from segcal.configio import atomic_write, atomic_write_text
+from segcal.data.files import find_images, read_mask, write_png
 from segcal.stats.outputs import PROB_SUM_TOL, check_batch, num_output_classes
 
 PREDICTION_EXTS = (".npy", ".npz", ".pt")
@@ -36,19 +34,6 @@ HEADS = ("softmax", "sigmoid")
 
 def _numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``path`` (same suffix), then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _select(path: Path, obj: Any) -> tuple[Any, str | None]:
@@ -111,7 +96,7 @@ def write_prediction(path: str | Path, logits: Any, **extra: Any) -> None:
     if arr.ndim != 3:
         raise ValueError(f"{path}: logits must have shape [C, H, W], got {arr.shape}")
     arrays = {"logits": arr, **{k: _numpy(v) for k, v in extra.items()}}
-    _atomic(path, lambda tmp: np.savez(tmp, **arrays))
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
 
 
 def probs_to_logits(probs: Any, head: str = "softmax") -> torch.Tensor:
@@ -146,17 +131,6 @@ def read_meta(folder: str | Path) -> dict:
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
     return meta
-
-
-def _files_by_stem(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
-    """Top-level files of ``folder`` with a suffix in ``exts`` (hidden files skipped), by stem."""
-    found: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts:
-            if p.stem in found:
-                raise ValueError(f"{folder}: two files share the stem {p.stem!r} ({found[p.stem].name}, {p.name})")
-            found[p.stem] = p
-    return found
 
 
 def _read_label_map(path: Path) -> np.ndarray:
@@ -203,10 +177,10 @@ class PredictionFolder:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
-        preds = _files_by_stem(self.predictions, PREDICTION_EXTS)
+        preds = find_images(self.predictions, PREDICTION_EXTS)
         if not preds:
             raise ValueError(f"{self.predictions}: no prediction files ({', '.join(PREDICTION_EXTS)})")
-        labels = _files_by_stem(self.masks, MASK_EXTS)
+        labels = find_images(self.masks, MASK_EXTS)
         missing = [s for s in preds if s not in labels]
         if missing:
             raise ValueError(f"{len(missing)} prediction(s) in {self.predictions} have no mask in {self.masks}: "
@@ -308,7 +282,7 @@ class PredictionWriter:
         if head not in HEADS:
             raise ValueError(f"head must be 'softmax' or 'sigmoid', got {head!r}")
         self.folder = Path(folder)
-        old = _files_by_stem(self.folder, PREDICTION_EXTS) if self.folder.is_dir() else {}
+        old = find_images(self.folder, PREDICTION_EXTS) if self.folder.is_dir() else {}
         if old and not overwrite:
             raise FileExistsError(f"{self.folder} already holds {len(old)} prediction file(s); refusing to "
                                   "overwrite them (pick a new folder or pass overwrite)")
@@ -343,7 +317,7 @@ class PredictionWriter:
             raise ValueError(f"{name}: mask shape {m.shape} does not match logits [H, W] {arr.shape[1:]}")
         write_prediction(self.folder / f"{name}.npz", arr, **extra)
         if m is not None:
-            _atomic(self.folder / "masks" / f"{name}.png", lambda tmp: write_png(tmp, m))
+            atomic_write(self.folder / "masks" / f"{name}.png", lambda tmp: write_png(tmp, m))
         self._names.add(name)
 
     def close(self) -> None:

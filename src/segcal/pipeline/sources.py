@@ -134,3 +134,39 @@ class Stream:
 
     def __iter__(self) -> Iterator[Any]:
         return (self.fn(batch) for batch in self.source)
+
+
+class CachedSource:
+    """A source's batches held in memory (for small splits that several stages read, e.g. the demo)."""
+
+    def __init__(self, source, progress: bool = False, description: str = "predict") -> None:
+        from segcal.pipeline.progress import track
+
+        self.inner = source
+        self.batches = list(track(Stream(source, lambda b: b), description, enabled=progress))
+
+    def __getattr__(self, name: str) -> Any:  # num_classes, class_names, head, image_size, ...
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.batches)
+
+    def subset(self, n: int) -> CachedSource:
+        if not 1 <= n <= len(self):
+            raise ValueError(f"n_cal/limit={n} but the source has only {len(self)} images")
+        out = object.__new__(CachedSource)
+        out.inner, out.batches, left = self.inner.subset(n), [], n
+        for batch in self.batches:
+            if left <= 0:
+                break
+            out.batches.append({k: v[:left] for k, v in batch.items()})
+            left -= len(batch["name"])
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return describe(self.inner)

@@ -162,11 +162,13 @@ def set_colours(sets: torch.Tensor) -> np.ndarray:
 
 def plot_prediction_set_overlay(image: torch.Tensor | np.ndarray, sets: torch.Tensor,
                                 class_names: Sequence[str] | None = None, alpha: float | None = None,
-                                opacity: float = 0.5, path: PathLike = None) -> plt.Figure:
+                                opacity: float = 0.5, path: PathLike = None,
+                                valid: torch.Tensor | np.ndarray | None = None) -> plt.Figure:
     """An image (``[H, W]``, ``[H, W, 3]`` or ``[3, H, W]``) with each pixel coloured by its set ``[C, H, W]``.
 
     Singleton sets get their class colour, sets with several classes are "ambiguous" (white),
-    empty sets are black.
+    empty sets are black. ``valid [H, W]`` (e.g. labels ≠ ignore_index, padding excluded):
+    other pixels are left uncoloured and not counted.
     """
     img = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float64)
     if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
@@ -176,11 +178,13 @@ def plot_prediction_set_overlay(image: torch.Tensor | np.ndarray, sets: torch.Te
     s = sets.bool().cpu()
     num_classes = s.shape[0]
     size = s.sum(0).numpy()
+    keep = np.ones(size.shape, bool) if valid is None else np.asarray(valid, dtype=bool)
     palette = set_palette(num_classes)
     colour = set_colours(s)
     fig, ax = plt.subplots(figsize=(6, 4.8))
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
-    ax.imshow(np.concatenate([colour, np.full((*size.shape, 1), opacity)], axis=-1))
+    ax.imshow(np.concatenate([colour, np.where(keep, opacity, 0.0)[..., None]], axis=-1))
+    size = size[keep] if keep.any() else size.ravel()
     handles = [Patch(color=palette[c], label=f"{{{_class_name(class_names, c)}}}") for c in range(num_classes)]
     handles += [Patch(facecolor="white", edgecolor="k", label="ambiguous (≥ 2 classes)"),
                 Patch(color="black", label="empty")]

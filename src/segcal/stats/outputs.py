@@ -45,6 +45,15 @@ def log_probs(logits: torch.Tensor, head: Head = "softmax") -> torch.Tensor:
     raise ValueError(f"head must be 'softmax' or 'sigmoid', got {head!r}")
 
 
+def hard_labels(logits: torch.Tensor, head: Head = "softmax") -> torch.Tensor:
+    """Predicted labels ``[N, H, W]`` from logits ``[N, C, H, W]``: arg-max of the logits, or
+    ``logit > 0`` for a single-channel sigmoid head. Taken on logits, not probabilities, so a
+    large temperature (near-uniform probabilities, ties in float32) keeps the prediction."""
+    if head == "sigmoid" and logits.shape[1] == 1:
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(1)
+
+
 def to_probs(preds: torch.Tensor, kind: Kind = "probs", head: Head = "softmax") -> torch.Tensor:
     """Class probabilities ``[N, C', H, W]`` (float32) from logits or probabilities."""
     if kind == "logits":
