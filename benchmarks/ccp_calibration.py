@@ -92,8 +92,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = []
-    for config in args.configs.split(","):
+    configs = args.configs.split(",")
+    kept = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []  # other configs' rows stay
+    rows = [r for r in kept if r["config"] not in configs]
+    for config in configs:
         rows += rows_for(config, args.data, args.runs, args.methods.split(","))
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(rows, indent=2))

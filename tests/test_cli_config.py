@@ -41,6 +41,7 @@ def test_builtin_configs_mirror_the_seeds():
     ("loss.terms=[{name: tversky, alpha: 2}]", r"loss.terms\[0\].alpha must be in \[0, 1\]"),
     ("optim.name=rmsprop", "optim.name must be one of"),
     ("model.strides=[2]", "model.strides must be 2 positive integers"),
+    ("train.limit_train_batches=2.5", "train.limit_train_batches must be a fraction in"),
 ])
 def test_invalid_config_values_give_one_named_error(override, message, capsys):
     assert main(["config", "demo", override]) == 2

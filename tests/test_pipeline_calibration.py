@@ -104,8 +104,9 @@ def test_calibrate_and_evaluate_from_saved_predictions_only(run, tmp_path):
     assert _cli("predict", run[1], "--split", "cal", "--out", cal) == 0
     assert _cli("predict", run[1], "--out", test) == 0
     assert _cli("calibrate", "--predictions", cal, "--method", "image") == 0
-    calib = cal / "calibration.image.pt"
+    calib = cal / "calibration" / "image.pt"
     assert "state_dict" not in read_checkpoint(calib)
+    assert _cli("calibrate", "--predictions", cal, "--method", "temperature") == 0  # the folder still reads
     assert _cli("evaluate", calib, "--predictions", test, "--out", tmp_path / "ev") == 0
     result = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert result["conformal"]["method"] == "imagewise" and result["source"]["predictions"] == str(test)
@@ -160,6 +161,11 @@ def test_sweep_writes_table_json_and_figure(run, tmp_path, capsys):
     kmeans = [r for r in result["records"] if r["method"] == "kandinsky-kmeans"]
     assert all(r["num_groups"] == 2 for r in kmeans)
     assert "n_cal" in capsys.readouterr().out
+
+
+def test_sweep_default_sizes_stop_at_the_pool(run, tmp_path):
+    assert _cli("sweep", run[1], "--methods", "image", "--repeats", "1", "--out", tmp_path / "s") == 0
+    assert json.loads((tmp_path / "s" / "sweep.json").read_text())["n_cals"] == [10, 12]
 
 
 def test_python_api_of_the_pipeline(run):

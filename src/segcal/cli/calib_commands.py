@@ -130,7 +130,7 @@ def calibrate(args: argparse.Namespace) -> int:
     if args.out:
         target = Path(args.out)
     elif args.predictions:
-        target = Path(args.predictions) / f"calibration.{args.method}.pt"
+        target = Path(args.predictions) / "calibration" / f"{args.method}.pt"  # a subfolder: not read as a prediction
     else:
         ckpt = Path(args.checkpoint)
         target = ckpt.with_name(f"{ckpt.stem}.{args.method}{ckpt.suffix}")
@@ -169,12 +169,24 @@ def sweep(args: argparse.Namespace) -> int:
                                               else run_dir_of(args.checkpoint) / "sweep")
     params = {"kandinsky-kmeans": {"num_groups": yaml.safe_load(args.num_groups)}} if args.num_groups else {}
     result = run_sweep(cal, test, folder, methods=args.methods.split(","),
-                       n_cals=[int(n) for n in args.n_cals.split(",")], repeats=args.repeats, seed=args.seed,
+                       n_cals=_n_cals(args.n_cals, len(cal)), repeats=args.repeats, seed=args.seed,
                        bundle=bundle, params=params, progress=not args.no_progress)
     out.print(sweep_table(result))
     out.print(f"results: {folder / 'sweep.json'}  table: {folder / 'sweep.csv'}  figure: {folder / 'figures'}",
               highlight=False)
     return 0
+
+
+def _n_cals(text: str | None, pool: int) -> list[int]:
+    """``--n-cals``: the given sizes, or the default sizes below the pool size plus the whole pool."""
+    from segcal.conformal.sweep import DEFAULT_N_CALS
+
+    if text is None:
+        return sorted({n for n in DEFAULT_N_CALS if n < pool} | {pool})
+    try:
+        return [int(n) for n in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--n-cals expects comma-separated integers, got {text!r}") from None
 
 
 def sweep_table(result: dict) -> Table:

@@ -41,7 +41,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default: <run>/eval/<checkpoint>-<split>)")
     p.add_argument("--bins", type=int, default=15, help="equal-width confidence bins (default: 15)")
     p.add_argument("--boundary-width", type=int, default=3, help="boundary = within k pixels of a label change")
-    p.add_argument("--alpha", type=float, default=0.1, help="miscoverage for the set-size map and overlays (0.1)")
+    p.add_argument("--alpha", type=float, default=0.1,
+                   help="miscoverage for the set-size map and overlays (default: 0.1)")
     p.add_argument("--alphas", metavar="A,B,...", help="miscoverage grid for coverage error "
                    "(default: 1 − α ∈ {0.05, 0.10, ..., 0.95})")
     p.set_defaults(func=calib_commands.evaluate)
@@ -82,17 +83,18 @@ def add_parsers(sub) -> None:
     p.add_argument("--cal-predictions", metavar="DIR", help="saved predictions of the calibration pool")
     p.add_argument("--methods", default=",".join(CONFORMAL_METHODS), metavar="M,M,...",
                    help=f"default: {','.join(CONFORMAL_METHODS)}")
-    p.add_argument("--n-cals", default=",".join(map(str, DEFAULT_N_CALS)), metavar="N,N,...",
-                   help="calibration set sizes (default: %(default)s; sizes above the pool are an error)")
+    p.add_argument("--n-cals", metavar="N,N,...",
+                   help=f"calibration set sizes (default: {','.join(map(str, DEFAULT_N_CALS))} up to the pool size, "
+                   "plus the whole pool; given sizes above the pool are an error)")
     p.add_argument("--repeats", type=int, default=5, help="random subsets per n_cal (default: 5)")
     p.add_argument("--num-groups", help="groups for kandinsky-kmeans (an int or auto)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random calibration subsets (default: 0)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: <run>/sweep)")
     p.set_defaults(func=calib_commands.sweep)
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a run directory",
                        description="One HTML file with figures embedded: configuration, training, metrics, "
                        "calibration before/after, conformal maps, sweep and prediction-set examples.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `segcal train` or `segcal demo`")
     p.add_argument("--out", metavar="FILE", help="default: RUN_DIR/report.html")
     p.set_defaults(func=calib_commands.report)

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a YAML experiment config",
                        description="Train a segmentation model. CONFIG is a YAML file or a built-in name "
                        "(see `segcal configs`).")
-    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("config", metavar="CONFIG", help="YAML experiment config file or built-in config name")
     p.add_argument("--run-dir", metavar="DIR", help="write the run here (default: <output_dir>/<name>/<time>)")
     p.add_argument("--resume", metavar="CKPT", help="resume training from a checkpoint")
     _add_overrides(p)
@@ -48,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate-seg", help="segmentation quality (Dice, IoU, ...) of a checkpoint",
                        description="Per-class Dice, IoU, recall, precision and pixel accuracy on one split.")
-    p.add_argument("checkpoint", metavar="CHECKPOINT")
-    p.add_argument("--split", default="test", choices=["train", "val", "cal", "test"])
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="model checkpoint; its stored data config and run manifests give the split")
+    p.add_argument("--split", default="test", choices=["train", "val", "cal", "test"],
+                   help="data split to evaluate (default: test)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     _add_overrides(p)
@@ -66,12 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export-synthetic", help="write the built-in synthetic dataset as a folder dataset",
                        description="Write images/, masks/ and classes.json for the synthetic dataset.")
-    p.add_argument("out", metavar="DIR")
-    p.add_argument("--num-images", type=int, default=100)
-    p.add_argument("--num-classes", type=int, default=3)
-    p.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("out", metavar="DIR", help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--num-images", type=int, default=100, help="number of images (default: 100)")
+    p.add_argument("--num-classes", type=int, default=3,
+                   help="number of classes, background included, >= 2 (default: 3)")
+    p.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"),
+                   help="image height and width in pixels, each >= 16 (default: 64 64)")
+    p.add_argument("--seed", type=int, default=0, help="scene seed: image i is drawn from (seed, i) (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.set_defaults(func=commands.export_synthetic)
 
     from segcal.cli import calib_parsers, refine_commands

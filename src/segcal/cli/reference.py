@@ -85,8 +85,8 @@ def _command_section(name: str, p: argparse.ArgumentParser, summary: str) -> lis
         actions = [a for a in group._group_actions if not isinstance(a, argparse._HelpAction)]
         if actions:
             lines += [f"**{group.title}**", "", "| argument | default | description |", "|---|---|---|"]
-            lines += [f"| {_text(f'`{_invocation(a)}`')} | {_text(_default(a))} | {_text(_help(a, p.prog, exclusive))} |"
-                      for a in actions]
+            lines += [f"| {_text(f'`{_invocation(a)}`')} | {_text(_default(a))} | "
+                      f"{_text(_help(a, p.prog, exclusive))} |" for a in actions]
             lines.append("")
     return lines
 
@@ -182,13 +182,8 @@ def _config_table(prefix: str, cls: type) -> list[str]:
 
 def _config_description(path: Path) -> str:
     """The leading comment block of a YAML config, without its ``Usage:`` line."""
-    notes = []
-    for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        if not line[1:].strip().startswith("Usage:"):
-            notes.append(line[1:].strip())
-    return " ".join(notes)
+    lines = re.match(r"(?:#.*\n?)*", path.read_text()).group(0).splitlines()
+    return " ".join(n for n in (ln[1:].strip() for ln in lines) if not n.startswith("Usage:"))
 
 
 def config_markdown() -> str:
@@ -196,13 +191,11 @@ def config_markdown() -> str:
     from segcal.pipeline.configs import builtin_configs
 
     lines = ["# Configuration reference", "", GENERATED, "",
-             "An experiment config is a YAML file with the sections below; every key is optional and defaults "
-             "to the value shown. Override any key with a dotted `key=value` (YAML value) after the config, e.g. "
-             "`segcal train demo train.epochs=5 data.image_size=\"[96, 144]\"`; `segcal config CONFIG [key=value "
-             "...]` prints the resolved, validated config. Unknown keys and invalid values stop with one error "
-             "naming the key. `loss.terms` is a list: each item has the keys of `loss.terms[]`.", "",
-             "## Built-in configs", "", "`CONFIG` is a YAML file or one of these names (`segcal configs`):", "",
-             "| name | description |", "|---|---|"]
+             "An experiment config is a YAML file with the sections below; every key is optional and defaults to "
+             "the value shown. Override keys after the config with dotted `key=value` (YAML values), e.g. `segcal "
+             "train demo train.epochs=5 data.image_size=\"[96, 144]\"`; `segcal config CONFIG [key=value ...]` "
+             "prints the resolved config. `loss.terms` is a list of `loss.terms[]` items.", "",
+             "## Built-in configs", "", "| name | description |", "|---|---|"]
     lines += [f"| `{n}` | {_text(_config_description(p))} |" for n, p in sorted(builtin_configs().items())]
     lines.append("")
     for prefix, cls in config_sections():

@@ -60,11 +60,11 @@ class AugmentConfig:
 class SyntheticConfig:
     """Built-in synthetic scenes (see :mod:`segcal.data.synthetic`)."""
 
-    num_images: int = 240
+    num_images: int = 240  # number of scenes (named synth_00000, synth_00001, ...)
     num_classes: int = 2  # including background
-    height: int = 64
-    width: int = 64
-    seed: int = 0
+    height: int = 64  # rendered height in pixels (before resizing to data.image_size)
+    width: int = 64  # rendered width in pixels (before resizing to data.image_size)
+    seed: int = 0  # scene i is drawn from numpy default_rng([seed, i])
 
     def validate(self, prefix: str = "data.synthetic") -> None:
         _check([
@@ -86,23 +86,23 @@ class DataConfig:
     ``splits``: floats are fractions of all images, integers are counts.
     """
 
-    kind: str = "synthetic"
+    kind: str = "synthetic"  # synthetic (built-in scenes) | folder (images/ + masks/) | coco (instances json)
     root: str | None = None  # folder: holds images/ and masks/; coco: the images directory
     annotations: str | None = None  # coco: instances json
     categories: list[str] = field(default_factory=lambda: ["person"])  # coco: classes 1..K
     classes: list[str] | None = None  # target class names (default: classes.json / remap / kind)
     remap: str | list | None = None
-    ignore_index: int = 255
+    ignore_index: int = 255  # label left out of loss/metrics, never remapped; fills padding and augmentation borders
     image_size: tuple[int, int] = (64, 64)  # (H, W) fed to the model
     resize: str = "pad"  # pad (letterbox, padded mask = ignore_index) | crop (centre) | stretch
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB mean, [0, 1] scale (ImageNet); also pad colour
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)  # RGB std for normalisation, [0, 1] scale (ImageNet)
     splits: dict[str, float | int] = field(
         default_factory=lambda: {"train": 0.5, "val": 0.1, "cal": 0.2, "test": 0.2})
-    split_seed: int = 0
+    split_seed: int = 0  # seed of the random split (a run's saved manifests win over it)
     n_cal: int | None = None  # keep only the first k calibration images (low-data regime)
-    batch_size: int = 8
-    num_workers: int = 0
+    batch_size: int = 8  # images per batch (per device), for every split
+    num_workers: int = 0  # DataLoader worker processes (0: load in the main process)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 

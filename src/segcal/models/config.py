@@ -17,13 +17,14 @@ def _check(cond: bool, key: str, expected: str, value) -> None:
 
 @dataclass
 class ModelConfig:
-    """MONAI network: ``unet`` or ``attention_unet`` with configurable widths/depth."""
+    """MONAI network: ``unet`` or ``attention_unet`` with configurable widths/depth. ``data.image_size``
+    must be divisible by the product of ``strides`` (one down-sampling factor between adjacent levels)."""
 
-    arch: str = "unet"
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
-    strides: list[int] = field(default_factory=lambda: [2, 2, 2])
+    arch: str = "unet"  # unet (MONAI UNet) | attention_unet (MONAI AttentionUnet)
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # feature widths, one per level
+    strides: list[int] = field(default_factory=lambda: [2, 2, 2])  # len(channels) - 1 down-sampling factors
     num_res_units: int = 2  # unet only
-    dropout: float = 0.0
+    dropout: float = 0.0  # dropout probability in the network blocks
     head: str = "softmax"  # "softmax" (C channels) or "sigmoid" (1 channel if binary, else C)
 
     def validate(self, prefix: str = "model") -> None:
@@ -47,13 +48,13 @@ class LossTerm:
     of valid pixels. ``from_logits=False`` means the network already outputs probabilities.
     """
 
-    name: str = "ce"
-    weight: float = 1.0
-    alpha: float = 0.5
-    beta: float = 0.5
-    smooth: float = 1e-5
+    name: str = "ce"  # ce (BCE for a sigmoid head) | dice | tversky | topk_ce
+    weight: float = 1.0  # factor of this term in the sum (0: skipped)
+    alpha: float = 0.5  # tversky: weight of false positives
+    beta: float = 0.5  # tversky: weight of false negatives
+    smooth: float = 1e-5  # dice/tversky: added to numerator and denominator
     k: float = 0.1
-    include_background: bool = True
+    include_background: bool = True  # dice/tversky: also score class 0 (background)
     from_logits: bool = True
 
     def validate(self, prefix: str) -> None:
@@ -69,7 +70,7 @@ class LossTerm:
 class LossConfig:
     """Weighted sum of loss terms, e.g. ``[{name: ce, weight: 1}, {name: dice, weight: 1}]``."""
 
-    terms: list[LossTerm] = field(default_factory=lambda: [LossTerm("ce"), LossTerm("dice")])
+    terms: list[LossTerm] = field(default_factory=lambda: [LossTerm("ce"), LossTerm("dice")])  # summed by weight
 
     def validate(self, prefix: str = "loss") -> None:
         _check(len(self.terms) > 0, f"{prefix}.terms", "a non-empty list", self.terms)
@@ -83,11 +84,11 @@ class LossConfig:
 class OptimConfig:
     """Optimiser and learning-rate schedule."""
 
-    name: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    name: str = "adamw"  # adam | adamw | sgd (torch.optim)
+    lr: float = 1e-3  # initial learning rate
+    weight_decay: float = 1e-4  # decoupled for adamw; an L2 penalty in the gradient for adam and sgd
     momentum: float = 0.9  # sgd only
-    scheduler: str = "none"
+    scheduler: str = "none"  # learning-rate schedule, stepped every epoch: none | cosine_restarts | step
     t0: int = 10  # cosine_restarts: epochs of the first cycle
     t_mult: int = 1  # cosine_restarts: cycle growth factor
     min_lr: float = 0.0  # cosine_restarts: floor

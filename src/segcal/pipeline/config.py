@@ -20,23 +20,25 @@ LOGGERS = ("csv", "tensorboard", "wandb")
 @dataclass
 class TrainConfig:
     """Lightning trainer settings. Every ``checkpoint_every`` epochs a checkpoint is kept
-    (all of them: users pick an over-fitted one on purpose), plus ``best`` and ``last``."""
+    (all of them: users pick an over-fitted one on purpose), plus ``best`` and ``last``.
+    ``monitor`` is a logged metric: ``train/loss``, ``val/loss``, ``val/<m>`` (mean over the
+    foreground classes) or ``val/<m>_<class>`` for ``m`` in dice, iou, recall, precision, accuracy."""
 
-    epochs: int = 20
+    epochs: int = 20  # number of training epochs
     checkpoint_every: int = 5
-    monitor: str = "val/dice"
-    monitor_mode: str = "max"
-    logger: str = "csv"
-    accelerator: str = "auto"
-    devices: int = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
-    resume: str | None = None
-    vis_samples: int = 8
-    val_every: int = 1
-    limit_train_batches: float = 1.0
-    deterministic: bool = True
-    progress: bool = True
+    monitor: str = "val/dice"  # logged metric that selects best.ckpt, e.g. val/dice, val/iou_<class>, val/loss
+    monitor_mode: str = "max"  # max: higher monitor is better (dice, iou, ...); min: lower is better (val/loss)
+    logger: str = "csv"  # csv (logs/metrics.csv) | tensorboard (adds tb/) | wandb (adds Weights & Biases; needs wandb)
+    accelerator: str = "auto"  # Lightning accelerator: auto | cpu | gpu | cuda | mps
+    devices: int = 1  # number of devices (GPUs or CPU processes); > 1 trains data-parallel (DDP)
+    strategy: str = "auto"  # Lightning strategy: auto | ddp | ddp_spawn | fsdp | ...
+    precision: str = "32-true"  # Lightning precision: 32-true | 16-mixed | bf16-mixed | 64-true
+    resume: str | None = None  # checkpoint file to continue from; the run goes on in its run directory
+    vis_samples: int = 8  # validation images shown in figures/samples.png (0: no figure)
+    val_every: int = 1  # validate (and update best.ckpt) every N epochs
+    limit_train_batches: float = 1.0  # training batches per epoch: a fraction if <= 1, a count if a whole number > 1
+    deterministic: bool = True  # deterministic torch algorithms: reproducible runs, possibly slower
+    progress: bool = True  # show progress bars
 
     def validate(self, prefix: str = "train") -> None:
         checks = [
@@ -49,7 +51,9 @@ class TrainConfig:
             (self.devices >= 1, "devices", ">= 1", self.devices),
             (self.vis_samples >= 0, "vis_samples", ">= 0", self.vis_samples),
             (self.val_every >= 1, "val_every", ">= 1", self.val_every),
-            (0 < self.limit_train_batches, "limit_train_batches", "> 0", self.limit_train_batches),
+            (0 < self.limit_train_batches and (self.limit_train_batches <= 1
+                                               or float(self.limit_train_batches).is_integer()),
+             "limit_train_batches", "a fraction in (0, 1] or a whole number of batches", self.limit_train_batches),
         ]
         for ok, key, expected, value in checks:
             if not ok:
@@ -62,9 +66,9 @@ class TrainConfig:
 class ExperimentConfig:
     """Everything one run needs; written resolved to ``<run_dir>/config.yaml``."""
 
-    name: str = "experiment"
-    seed: int = 42
-    output_dir: str = "runs"
+    name: str = "experiment"  # run name: runs go to <output_dir>/<name>/<YYYYmmdd-HHMMSS>; also the W&B run name
+    seed: int = 42  # seeds weights, batch order, augmentation and mixup (the splits use data.split_seed)
+    output_dir: str = "runs"  # parent folder of the run directories
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ class TrainResult:
     seconds: float
 
 
+RUN_DIR_ENV = "SEGCAL_RUN_DIR"
+
+
 def new_run_dir(cfg: ExperimentConfig) -> Path:
     """``<output_dir>/<name>/<YYYYmmdd-HHMMSS>`` (suffixed if it already exists)."""
     base = Path(cfg.output_dir) / cfg.name / time.strftime("%Y%m%d-%H%M%S")
@@ -71,9 +75,12 @@ def _logger(cfg: ExperimentConfig, run_dir: Path):
 def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> TrainResult:
     """Train per ``cfg``; returns paths and the best checkpoint's validation metrics."""
     start = time.time()
+    if run_dir is None and os.environ.get("LOCAL_RANK", "0") != "0" and RUN_DIR_ENV in os.environ:
+        run_dir = os.environ[RUN_DIR_ENV]  # a DDP worker launched by rank 0: share its run directory
     if run_dir is None:
         run_dir = Path(cfg.train.resume).parent.parent if cfg.train.resume else new_run_dir(cfg)
     run_dir = Path(run_dir)
+    os.environ[RUN_DIR_ENV] = str(run_dir.resolve())  # inherited by the processes Lightning launches
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -108,6 +115,8 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> TrainResu
     trainer.fit(model, datamodule=dm, ckpt_path=cfg.train.resume)
 
     best_path = Path(best.best_model_path) if best.best_model_path else ckpt_dir / "last.ckpt"
+    if not trainer.is_global_zero:  # under DDP only rank 0 writes the figures and val_metrics.json
+        return TrainResult(run_dir, best_path, ckpt_dir / "last.ckpt", [], {}, time.time() - start)
     figures = run_dir / "figures"
     metrics_csv = run_dir / "logs" / "metrics.csv"
     if metrics_csv.is_file():

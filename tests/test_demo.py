@@ -1,0 +1,51 @@
+"""`segcal demo --quick`: every stage runs and the run directory holds a complete report."""
+import json
+import re
+
+import pytest
+
+from segcal.cli.main import main
+from segcal.pipeline.demo import CONFORMAL, RECALIBRATION
+from segcal.pipeline.report import REPORT_SECTIONS
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    (run_dir,) = (out / "demo").iterdir()
+    return run_dir
+
+
+def test_every_stage_wrote_its_results(demo_run):
+    evals = {p.name for p in (demo_run / "eval").iterdir()}
+    assert evals == {"last-test", *(f"last.{m}-test" for m in (*RECALIBRATION, *CONFORMAL))}
+    for method in RECALIBRATION:
+        result = json.loads((demo_run / "eval" / f"last.{method}-test" / "evaluation.json").read_text())
+        assert list(result["calibration"]) == ["uncalibrated", method]
+    for method in CONFORMAL:
+        result = json.loads((demo_run / "eval" / f"last.{method}-test" / "evaluation.json").read_text())
+        assert result["conformal"]["calibration"]["n_cal"] == 24
+        assert (demo_run / "checkpoints" / f"last.{method}.ckpt").is_file()
+    sweep = json.loads((demo_run / "sweep" / "sweep.json").read_text())
+    assert sweep["methods"] == list(CONFORMAL) and sweep["n_cals"] == [10, 24]
+    summary = json.loads((demo_run / "summary.json").read_text())["summary"]
+    assert len(summary) == 5 and summary[1].startswith("test Dice") and "kandinsky-annuli" in summary[4]
+    assert (demo_run / "config.yaml").is_file()
+
+
+def test_report_is_self_contained_and_has_every_section(demo_run):
+    html = (demo_run / "report.html").read_text()
+    for section in REPORT_SECTIONS:
+        assert f'id="{section}"' in html
+    assert not re.search(r'(src|href)="https?:', html) and "<script src" not in html
+    images = re.findall(r'<img [^>]*src="([^"]*)"', html)
+    assert len(images) >= 10 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert "missing figure" not in html and "no evaluation found" not in html
+
+
+def test_report_command_rebuilds_it(demo_run, tmp_path, capsys):
+    assert main(["report", str(demo_run), "--out", str(tmp_path / "r.html")]) == 0
+    assert (tmp_path / "r.html").stat().st_size > 10_000
+    assert "report:" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "nothing")]) == 2
