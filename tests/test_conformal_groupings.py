@@ -90,6 +90,7 @@ def test_data_driven_number_of_groups():
     margins, noise = [-2, -0.5, 0.5, 1.5, 2.5, 3.5, 4.5, 6], [0.4] * 8
     logits, labels = planted_logits(120, planted, margins, noise, seed=5)
     cp = KandinskyCalibrator("kmeans", 2, num_groups="auto", group_candidates=(1, 2, 8)).fit([(logits, labels)])
+    assert cp.method == "kandinsky-auto"
     assert set(cp.selection) == {1, 2, 8}
     assert cp.num_groups == 8 and min(cp.selection, key=cp.selection.get) == 8
     assert cp.num_images == {"cal": 60, "fit": 30, "val": 30}

@@ -189,19 +189,27 @@ def _n_cals(text: str | None, pool: int) -> list[int]:
         raise ValueError(f"--n-cals expects comma-separated integers, got {text!r}") from None
 
 
+SWEEP_COLUMNS = (("mean_ce", "mean CE ± std", 4), ("coverage_at_0.9", "coverage at 0.9", 3),
+                 ("mean_set_size_at_0.9", "set size at 0.9", 3), ("full_fraction_at_0.9", "full sets at 0.9", 3))
+
+
 def sweep_table(result: dict) -> Table:
-    table = Table(title=f"Mean CE ± std over {result['repeats']} repeats (mean set size, full-set fraction)")
+    """One row per (n_cal, method): CE mean ± std next to coverage, set size and full sets at 1 − α = 0.9."""
+    table = Table(title=f"Low-data sweep, mean over {result['repeats']} random calibration subsets")
     table.add_column("n_cal", justify="right")
-    for m in result["methods"]:
-        table.add_column(m, justify="right")
+    table.add_column("method")
+    for _, title, _ in SWEEP_COLUMNS:
+        table.add_column(title, justify="right")
     rows = {(r["method"], r["n_cal"]): r for r in result["summary"]}
     for n in result["n_cals"]:
-        cells = []
         for m in result["methods"]:
-            r = rows[(m, n)]
-            ce = "–" if r["mean_ce_mean"] is None else f"{r['mean_ce_mean']:.4f} ± {r['mean_ce_std']:.4f}"
-            cells.append(f"{ce} ({r['mean_set_size_mean']:.2f}, {r['full_fraction_mean']:.2f})")
-        table.add_row(str(n), *cells)
+            r, cells = rows[(m, n)], []
+            for key, _, digits in SWEEP_COLUMNS:
+                mean, std = r.get(f"{key}_mean"), r.get(f"{key}_std")
+                cell = "–" if mean is None else f"{mean:.{digits}f}"
+                cells.append(cell + (f" ± {std:.{digits}f}" if key == "mean_ce" and mean is not None else ""))
+            table.add_row(str(n) if m == result["methods"][0] else "", m, *cells)
+        table.add_section()
     return table
 
 

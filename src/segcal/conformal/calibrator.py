@@ -109,6 +109,9 @@ class ConformalCalibrator:
 
     @property
     def method(self) -> str:
+        """``pixelwise``, ``imagewise``, ``kandinsky-<grouping>``, or ``kandinsky-auto`` (k-means, count chosen)."""
+        if self.grouping == "kmeans" and self.num_groups_requested == "auto":
+            return "kandinsky-auto"
         return {"pixel": "pixelwise", "image": "imagewise"}.get(self.grouping, f"kandinsky-{self.grouping}")
 
     @property

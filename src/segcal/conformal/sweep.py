@@ -22,6 +22,7 @@ from segcal.stats.outputs import Head, Kind
 
 DEFAULT_N_CALS = (10, 25, 50, 100, 200, 500)
 SWEEP_METRICS = ("mean_ce", "mean_set_size", "full_fraction", "empty_fraction", "trivial_fraction")
+AT_90 = ("coverage_at_0.9", "mean_set_size_at_0.9", "full_fraction_at_0.9")  # when 0.9 is on the level grid
 
 
 def cache_test_scores(stream: Iterable[tuple[torch.Tensor, torch.Tensor]], kind: Kind = "logits",
@@ -67,13 +68,14 @@ def summarise_sweep(records: Iterable[Mapping[str, Any]], metrics: Sequence[str]
                     ) -> list[dict[str, Any]]:
     """Mean and standard deviation over repeats per (method, n_cal): ``{metric}_mean`` / ``{metric}_std``.
 
-    ``metrics`` default: :data:`SWEEP_METRICS` plus every ``mean_ce_c{k}`` present. Missing
-    values (``None``: no pixel with enough test labels) are skipped.
+    ``metrics`` default: :data:`SWEEP_METRICS`, :data:`AT_90` when present and every
+    ``mean_ce_c{k}`` present. Missing values (``None``: no pixel with enough test labels) are skipped.
     """
     records = list(records)
     if metrics is None:
-        extra = sorted({k for r in records for k in r if k.startswith("mean_ce_c")})
-        metrics = [*SWEEP_METRICS, *extra]
+        present = {k for r in records for k in r}
+        extra = sorted(k for k in present if k.startswith("mean_ce_c"))
+        metrics = [*SWEEP_METRICS, *(k for k in AT_90 if k in present), *extra]
     groups: dict[tuple[str, int], list[Mapping[str, Any]]] = defaultdict(list)
     for r in records:
         groups[(r["method"], int(r["n_cal"]))].append(r)

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 from segcal.configio import atomic_write_text
 from segcal.conformal.accumulate import ScoreBank
 from segcal.conformal.scores import class_scores, label_scores
-from segcal.conformal.sweep import DEFAULT_N_CALS, calibration_sweep, summarise_sweep
+from segcal.conformal.sweep import AT_90, DEFAULT_N_CALS, calibration_sweep, summarise_sweep
 from segcal.pipeline.bundle import CalibrationBundle
 from segcal.pipeline.calibrate import CONFORMAL_METHODS, make_conformal
 from segcal.pipeline.progress import track
@@ -94,9 +94,12 @@ def run_sweep(cal_source, test_source, out_dir: str | Path | None = None, *,
 
 def _figures(records: list[dict[str, Any]], out: Path) -> list[dict[str, str]]:
     path = out / "figures" / "sweep.png"
-    plot_sweep(records, path=path)
+    at_90 = all(k in records[0] for k in AT_90)
+    metrics = ("mean_ce", "mean_set_size_at_0.9", "full_fraction_at_0.9") if at_90 else ("mean_ce", "mean_set_size")
+    plot_sweep(records, metrics, path=path)
     plt.close("all")
-    return [{"key": "sweep", "title": "Coverage error and set size vs number of calibration images",
+    size = "set size and full sets at 1 − α = 0.9" if at_90 else "set size"
+    return [{"key": "sweep", "title": f"Coverage error, {size} vs number of calibration images",
              "path": str(path.relative_to(out)), "group": "sweep"}]
 
 

@@ -113,27 +113,30 @@ def plot_set_size_map(result: CoverageResult, alpha: float = 0.1, path: PathLike
     return _finish(fig, path)
 
 
-def plot_sweep(records: Iterable[Mapping[str, Any]], metric: str = "mean_ce",
-               size_metric: str = "mean_set_size", path: PathLike = None) -> plt.Figure:
-    """``metric`` (default mean CE) and ``size_metric`` versus n_cal per method, mean ± std over repeats.
+def plot_sweep(records: Iterable[Mapping[str, Any]], metrics: Sequence[str] = ("mean_ce", "mean_set_size"),
+               path: PathLike = None) -> plt.Figure:
+    """Each of ``metrics`` (default mean CE and mean set size) versus n_cal per method, mean ± std
+    over repeats, one panel each.
 
     ``records``: :func:`segcal.conformal.sweep.calibration_sweep` output (one per repeat).
     """
-    rows = summarise_sweep(records, [metric, size_metric])
+    metrics = list(metrics)
+    rows = summarise_sweep(records, metrics)
     by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_method[row["method"]].append(row)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.2), squeeze=False)
+    axes = axes[0]
     for name, rs in by_method.items():
         rs = sorted(rs, key=lambda r: r["n_cal"])
         n = np.array([r["n_cal"] for r in rs])
-        for ax, m in zip(axes, (metric, size_metric)):
+        for ax, m in zip(axes, metrics):
             mean = np.array([np.nan if r[f"{m}_mean"] is None else r[f"{m}_mean"] for r in rs])
             std = np.array([0.0 if r[f"{m}_std"] is None else r[f"{m}_std"] for r in rs])
             line, = ax.plot(n, mean, "o-", ms=4, label=name)
             ax.fill_between(n, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     n_values = sorted({row["n_cal"] for row in rows})
-    for ax, m in zip(axes, (metric, size_metric)):
+    for ax, m in zip(axes, metrics):
         ax.set(xscale="log", xlabel="calibration images n_cal", ylabel=m.replace("_", " "))
         ax.set_xticks(n_values, [str(n) for n in n_values])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
