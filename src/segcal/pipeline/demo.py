@@ -125,10 +125,18 @@ def summary_lines(cfg: ExperimentConfig, trained: TrainResult, evaluations: dict
         f"(best val Dice {trained.val_metrics['mean_foreground']['dice']:.3f}), run {run_dir.name}",
         f"test Dice {fg['dice']:.3f}, IoU {fg['iou']:.3f} (foreground mean over {len(base['source']['classes']) - 1}"
         " classes)",
-        "ECE " + " → ".join(f"{k} {_fmt(v['ece'])}" for k, v in ece.items()),
+        "ECE " + " → ".join(f"{k}{_fitted(evaluations, k)} {_fmt(v['ece'])}" for k, v in ece.items()),
         "NLL " + " → ".join(f"{k} {_fmt(v['nll'])}" for k, v in ece.items()),
         f"conformal CE at n_cal = {next(iter(conf.values()))['calibration']['n_cal']} (set size at 1 − α = 0.9): {ce}",
     ]
+
+
+def _fitted(evaluations: dict[str, dict], method: str) -> str:
+    """`` (T = 0.73)`` / `` (T2 = 1.00)``: the fitted temperature, so "no change" is explained."""
+    info = (evaluations.get(f"last.{method}-test", {}).get("recalibration") or {}).get("info", {})
+    if "temperature" in info and len(info["temperature"]) == 1:
+        return f" (T = {info['temperature'][0]:.2f})"
+    return f" (T2 = {info['t2']:.2f})" if "t2" in info else ""
 
 
 def _fmt(x: float | None) -> str:
