@@ -179,3 +179,14 @@ def test_python_api_of_the_pipeline(run):
     ev = evaluate(model_source(run[1], "test", device="cpu"), bundle, progress=False)
     assert set(ev.calibration) == {"uncalibrated", "vector"} and ev.out_dir is None
     assert torch.isfinite(torch.tensor(ev.result["calibration"]["vector"]["nll"]))
+
+
+def test_broken_calibration_files_name_the_file(run, tmp_path, capsys):
+    ckpt = read_checkpoint(run[1])
+    ckpt["segcal"] = {"conformal": {"format": "something else"}}
+    torch.save(ckpt, tmp_path / "broken.ckpt")
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    assert _cli("evaluate", tmp_path / "broken.ckpt") == 2
+    assert "broken.ckpt: corrupt segcal calibration state" in capsys.readouterr().err
+    assert _cli("evaluate", tmp_path / "junk.ckpt") == 2
+    assert "junk.ckpt: not a readable torch checkpoint" in capsys.readouterr().err

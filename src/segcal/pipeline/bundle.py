@@ -13,6 +13,7 @@ state is fitted on the *recalibrated* logits when both are present.
 """
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
         raise ValueError(f"{path}: not a readable torch checkpoint ({exc})") from exc
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path}: expected a checkpoint dict, got {type(ckpt).__name__}")

@@ -1,6 +1,7 @@
 """Run a trained model over a DataLoader, batch by batch."""
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def load_model(checkpoint: str | Path, device: str = "auto") -> SegModel:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         model = SegModel.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    except (KeyError, TypeError, RuntimeError) as exc:
+    except (KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise ValueError(f"{path}: not a segcal model checkpoint ({exc})") from exc
     return model.to(resolve_device(device)).eval()
 
