@@ -99,7 +99,7 @@ def run_demo(out: str = "runs", quick: bool = False, data: str | None = None, ov
         evaluations[f"last.{method}-test"] = run_eval(f"last.{method}-test", bundle)
     n_cals = sorted({n for n in SWEEP_N_CALS if n < len(cal)} | {len(cal)})
     say(f"5/6 low-data sweep over n_cal = {n_cals}")
-    sweep = run_sweep(cal, test, run_dir / "sweep", methods=CONFORMAL, n_cals=n_cals, repeats=2 if quick else 3,
+    sweep = run_sweep(cal, test, run_dir / "sweep", methods=CONFORMAL, n_cals=n_cals, repeats=2 if quick else 5,
                       seed=cfg.seed, progress=progress)
     summary = summary_lines(cfg, trained, evaluations, run_dir)
     seconds = time.time() - start
