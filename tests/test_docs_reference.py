@@ -94,6 +94,14 @@ def python_blocks(page: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", (DOCS / page).read_text(), re.M | re.S)
 
 
+def test_readme_api_example_runs_as_written(capsys):
+    """The README's five-line path (its first python block; the second needs a dataset)."""
+    code = python_blocks("../README.md")[0]
+    exec(compile(code, "README.md (python block 1)", "exec"), {"__name__": "readme_example"})
+    printed = capsys.readouterr().out
+    assert "'ece'" in printed and "'mean_ce'" in printed
+
+
 @pytest.mark.parametrize("page", ["quickstart.md", "concepts.md", "scaling.md"])
 def test_python_examples_run_as_written(page, tmp_path, monkeypatch):
     """Blocks of one page run in order in one namespace (scaling.md's only define: no process group)."""
