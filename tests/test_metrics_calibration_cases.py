@@ -140,3 +140,13 @@ def test_image_size_preallocates_the_map():
 def test_merge_rejects_other_configuration():
     with pytest.raises(ValueError, match="same configuration"):
         CalibrationMetrics(2, bins=10) + CalibrationMetrics(2, bins=15)
+
+
+def test_top_label_prediction_comes_from_the_logits_when_probabilities_tie():
+    """A huge temperature makes float32 probabilities tie exactly; the prediction stays the model's arg-max."""
+    logits = torch.tensor([1.0, 3.0, 2.0]).view(1, 3, 1, 1) / 1e10  # softmax → exactly [1/3, 1/3, 1/3]
+    assert torch.equal(torch.softmax(logits, 1), torch.full((1, 3, 1, 1), 1 / 3))
+    m = CalibrationMetrics(3, bins=10, kind="logits", ece_map=False)
+    m.update(logits, torch.tensor([[[1]]]))
+    res = m.compute()
+    assert res.ece == pytest.approx(1 - 1 / 3, abs=1e-6)  # predicted class 1 (correct) with confidence 1/3

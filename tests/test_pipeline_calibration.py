@@ -190,3 +190,28 @@ def test_broken_calibration_files_name_the_file(run, tmp_path, capsys):
     assert "broken.ckpt: corrupt segcal calibration state" in capsys.readouterr().err
     assert _cli("evaluate", tmp_path / "junk.ckpt") == 2
     assert "junk.ckpt: not a readable torch checkpoint" in capsys.readouterr().err
+
+
+def test_binary_sigmoid_model_through_every_command(tmp_path):
+    d = tiny_experiment_dict(tmp_path, model={"head": "sigmoid"},
+                             data={"synthetic": {"num_images": 24, "num_classes": 2, "height": 32, "width": 32},
+                                   "splits": {"train": 8, "val": 4, "cal": 8, "test": 4}},
+                             train={"epochs": 1, "vis_samples": 0})
+    ckpt = train(experiment_from_dict(d), tmp_path / "run").last_checkpoint
+    assert _cli("calibrate", ckpt, "--method", "selective", "--param", "epochs=2") == 0
+    recal = ckpt.with_name("last.selective.ckpt")
+    assert _cli("calibrate", recal, "--method", "kandinsky-annuli") == 0
+    both = ckpt.with_name("last.selective.kandinsky-annuli.ckpt")
+    assert _cli("evaluate", both, "--out", tmp_path / "ev") == 0
+    result = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert result["source"]["head"] == "sigmoid" and list(result["calibration"]) == ["uncalibrated", "selective"]
+    assert result["conformal"]["method"] == "kandinsky-annuli"
+    assert len(result["segmentation"]["per_class"]["dice"]) == 2
+    assert _cli("predict", both, "--out", tmp_path / "p", "--alpha", "0.2") == 0
+    with np.load(tmp_path / "p" / f"{sorted(p.stem for p in (tmp_path / 'p').glob('*.npz'))[0]}.npz") as z:
+        assert z["logits"].shape == (1, 32, 32) and z["sets"].shape == (2, 32, 32)
+    assert _cli("evaluate", "--predictions", tmp_path / "p", "--out", tmp_path / "ev2") == 0
+    again = json.loads((tmp_path / "ev2" / "evaluation.json").read_text())
+    assert again["source"]["head"] == "sigmoid"
+    assert again["calibration"]["uncalibrated"]["ece"] == pytest.approx(result["calibration"]["selective"]["ece"],
+                                                                         abs=1e-6)

@@ -37,7 +37,7 @@ from segcal.metrics.scoring import brier_per_pixel, class_log_probs, nll_per_pix
 from segcal.metrics.segmentation import quality_from_confusion
 from segcal.stats.binned import BinnedStats, equal_width_bins, logit_bins
 from segcal.stats.equal_mass import equal_mass_ece
-from segcal.stats.outputs import Head, Kind, check_batch
+from segcal.stats.outputs import Head, Kind, check_batch, hard_labels
 
 REGIONS = ("boundary", "interior")
 STAT_SUFFIXES = ("count", "conf", "correct")  # state names of a BinnedStats view
@@ -185,7 +185,11 @@ class CalibrationMetrics(Metric):
         weight = None if bool(valid.all()) else valid.double()  # ignored pixels get weight 0
         dev = probs.device
 
-        conf, pred = probs.max(1)
+        if self.kind == "logits":  # the model's prediction: arg-max of the logits, exact where
+            pred = hard_labels(preds, self.head).to(dev)  # scaled probabilities tie in float32
+            conf = probs.gather(1, pred.unsqueeze(1)).squeeze(1)
+        else:
+            conf, pred = probs.max(1)
         correct = pred == labels
         # top-label samples, shared by the per-image, fine and map views
         top = (equal_width_bins(conf, self.bins), conf.double(), correct.double())

@@ -135,8 +135,8 @@ def _fitted(evaluations: dict[str, dict], method: str) -> str:
     """`` (T = 0.73)`` / `` (T2 = 1.00)``: the fitted temperature, so "no change" is explained."""
     info = (evaluations.get(f"last.{method}-test", {}).get("recalibration") or {}).get("info", {})
     if "temperature" in info and len(info["temperature"]) == 1:
-        return f" (T = {info['temperature'][0]:.2f})"
-    return f" (T2 = {info['t2']:.2f})" if "t2" in info else ""
+        return f" (T = {info['temperature'][0]:.3g})"
+    return f" (T2 = {info['t2']:.3g})" if "t2" in info else ""
 
 
 def _fmt(x: float | None) -> str:
