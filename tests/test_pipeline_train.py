@@ -106,3 +106,10 @@ def test_cli_train_writes_run_dir(tmp_path, capsys):
     assert main(["train", str(cfg_file), "--run-dir", str(tmp_path / "cli_run"), "train.vis_samples=0"]) == 0
     assert (tmp_path / "cli_run" / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "cli_run" / "figures" / "samples.png").exists()
+
+
+def test_periodic_checkpoints_do_not_wait_for_validation(tmp_path):
+    d = tiny_experiment_dict(tmp_path, train={"epochs": 3, "checkpoint_every": 1, "val_every": 2, "vis_samples": 0})
+    res = train(experiment_from_dict(d), tmp_path / "run")
+    assert [p.name for p in res.checkpoints] == ["epoch000.ckpt", "epoch001.ckpt", "epoch002.ckpt"]
+    assert torch.load(res.last_checkpoint, weights_only=False)["epoch"] == 2

@@ -96,7 +96,8 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> TrainResu
                                   cfg.data.ignore_index, cfg.data.augment.mixup_alpha, cfg.seed, cfg)
     ckpt_dir = run_dir / "checkpoints"
     periodic = ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-                               every_n_epochs=cfg.train.checkpoint_every, save_top_k=-1, save_last=True)
+                               every_n_epochs=cfg.train.checkpoint_every, save_top_k=-1, save_last=True,
+                               save_on_train_epoch_end=True)  # also on epochs without validation (val_every > 1)
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=cfg.train.monitor,
                            mode=cfg.train.monitor_mode, save_top_k=1, auto_insert_metric_name=False,
                            enable_version_counter=False)
