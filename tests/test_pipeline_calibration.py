@@ -72,6 +72,9 @@ def test_conformal_on_top_of_recalibration(run, conformal_ckpt, capsys):
     keys = {f["key"] for f in result["figures"]}
     assert {"ce_map", "group_map", "coverage_vs_nominal", "set_size_map", "set_overlay_0"} <= keys
     assert "mean CE" in capsys.readouterr().out
+    assert _cli("evaluate", conformal_ckpt, "--alpha", "0.2", "--alphas", "0.1,0.2", "--out", run[0] / "eval" / "c2") == 0
+    levels = json.loads((run[0] / "eval" / "c2" / "evaluation.json").read_text())["conformal"]["levels"]
+    assert levels == pytest.approx([0.8, 0.9])
 
 
 def test_recalibrating_a_calibrated_checkpoint_is_refused(conformal_ckpt, capsys):
@@ -134,6 +137,8 @@ def test_conformal_size_mismatch_is_a_clear_error(run, conformal_ckpt, tmp_path,
 @pytest.mark.parametrize("args, message", [
     (["predict", "{plain}", "--out", "{tmp}/p", "--alpha", "0.1"], "needs a conformally calibrated"),
     (["predict", "{conf}", "--out", "{tmp}/p", "--alpha", "1.5"], "between 0 and 1"),
+    (["evaluate", "{conf}", "--alpha", "0.07"], "not on the evaluated grid"),
+    (["evaluate", "{conf}", "--alpha", "0.2", "--alphas", "0.1,1.2"], "--alphas must lie"),
     (["calibrate", "{plain}", "--method", "pixel", "--n-cal", "99"], "only 12 images"),
     (["calibrate", "{plain}", "--method", "pixel", "--param", "bogus=1"], "invalid --param"),
     (["calibrate", "{plain}", "--method", "pixel", "--param", "nonsense"], "NAME=VALUE"),

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from segcal.conformal.evaluation import MIN_TEST_LABELS, CoverageAccumulator, CoverageResult
+from segcal.conformal.quantile import COVERAGE_LEVELS, levels_from_alpha
 from segcal.configio import atomic_write_text
 from segcal.metrics.calibration import CalibrationMetrics
 from segcal.metrics.calibration_results import CalibrationResults
@@ -65,8 +66,8 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
     start = time.time()
     bundle = bundle if bundle is not None else CalibrationBundle()
     recal, conformal = bundle.recalibration, bundle.conformal
-    if conformal is not None and not 0 < set_alpha < 1:
-        raise ValueError(f"--alpha must lie strictly between 0 and 1, got {set_alpha}")
+    if conformal is not None:
+        _check_alpha_on_grid(set_alpha, alphas)
     seg = SegmentationMetrics(source.num_classes, source.ignore_index)
     metrics = {"uncalibrated": _calibration_metrics(source, bins, boundary_width, class_maps)}
     if recal is not None:
@@ -108,6 +109,16 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
         atomic_write_text(path / "evaluation.json", json.dumps(out, indent=2, default=_jsonable))
     out["seconds"] = time.time() - start
     return Evaluation(path, out, results, cov)
+
+
+def _check_alpha_on_grid(alpha: float, alphas: list[float] | None) -> None:
+    """``alpha`` (set-size map, overlays) must be one of the evaluated levels: fail before the pass."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"--alpha must lie strictly between 0 and 1, got {alpha}")
+    levels = COVERAGE_LEVELS if alphas is None else levels_from_alpha(alphas, "--alphas").tolist()
+    if not any(abs(1 - alpha - lv) < 1e-9 for lv in levels):
+        raise ValueError(f"--alpha {alpha} is not on the evaluated grid 1 − α ∈ {sorted(levels)}; "
+                         "add it to --alphas")
 
 
 def _jsonable(x: Any) -> Any:
