@@ -131,9 +131,10 @@ def test_missing_parts_give_notes(tmp_path):
     for sid in REPORT_SECTIONS:
         assert f'<section id="{sid}">' in text
     for cmd in ("segcal train CONFIG", "segcal evaluate CHECKPOINT", "segcal calibrate CHECKPOINT --method temperature",
-                "segcal sweep", "segcal demo"):
+                "segcal sweep"):
         assert f"run <code>{cmd}" in text
     assert "no evaluation found" in text and "<img" not in text
+    assert "Headline numbers of the evaluations" in text
 
 
 def test_training_only_and_missing_figure(tmp_path):

@@ -72,8 +72,7 @@ def summary_section(run: RunInputs) -> Html:
     if isinstance(lines, list) and lines:
         parts.append(bullets(lines))
     else:
-        parts.append(note("no summary.json with summary lines (written by the demo); headline numbers below",
-                          "segcal demo"))
+        parts.append(para("Headline numbers of the evaluations in this run:"))
     heads: list[tuple[str, Any]] = []
     seg = next((e.get("segmentation") for e in run.evaluations if e.get("segmentation")), None) or run.val_metrics
     if dig(seg, "mean_foreground", "dice") is not None:
@@ -85,7 +84,7 @@ def summary_section(run: RunInputs) -> Html:
                 eces.setdefault(f"ECE {label}", res["ece"])
     heads += eces.items()
     for e in run.conformal:
-        heads.append((f"CE {e.get('conformal', 'method') or e.name}", e.get("conformal", "mean_ce")))
+        heads.append((f"CE {e.get('conformal', 'method') or ''} ({e.name})", e.get("conformal", "mean_ce")))
     if isinstance(dig(run.summary, "seconds"), (int, float)):
         heads.append(("run time (s)", f"{run.summary['seconds']:.0f}"))
     parts.append(cards(heads))
