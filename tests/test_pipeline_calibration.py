@@ -63,7 +63,8 @@ def test_conformal_on_top_of_recalibration(run, conformal_ckpt, capsys):
     bundle = load_bundle(conformal_ckpt)
     assert bundle.recalibration.method == "temperature" and bundle.conformal.num_groups == 2
     state = read_checkpoint(conformal_ckpt)["segcal"]["conformal"]
-    assert tuple(state["nc_curves"].shape) == (100, 3, 32, 32)
+    assert tuple(state["nc_curves"].shape) == (100, 3, 32, 32) and tuple(state["nc_levels"].shape) == (100,)
+    assert tuple(state["n_per_group"].shape) == (3, 2) and int(state["n_per_group"].sum()) > 0
     assert _cli("evaluate", conformal_ckpt, "--out", run[0] / "eval" / "conf") == 0
     result = json.loads((run[0] / "eval" / "conf" / "evaluation.json").read_text())
     cov = result["conformal"]

@@ -286,12 +286,15 @@ class ConformalCalibrator:
                 "group_selection": {str(k): v for k, v in self.selection.items()}}
 
     def state_dict(self, include_curves: bool = True) -> dict[str, Any]:
-        """Plain tensors + metadata; ``nc_curves [Q, C, H, W]`` included unless ``include_curves=False``."""
+        """Plain tensors + metadata: ``group_map [C, H, W]``, ``n_per_group [C, G]`` (calibration scores
+        pooled per class and group), the stored scores, and the level grid ``nc_levels [Q]`` with
+        ``nc_curves [Q, C, H, W]`` unless ``include_curves=False``."""
         state = {"format": STATE_FORMAT, **self.info(), "num_classes": self.num_classes,
                  "shape": list(self.shape), "kind": self.kind, "head": self.head,
                  "ignore_index": self.ignore_index, "mode": self.mode, "bins": self.bins.state_dict(),
                  "max_exact_scores": self.max_exact_scores, "group_candidates": list(self.group_candidates),
-                 "group_map": self.group_map, "scores": self.scores.state_dict(),
+                 "group_map": self.group_map, "n_per_group": self.scores.group_counts(),  # [C, G] scores
+                 "scores": self.scores.state_dict(),
                  "image_scores": self.image_scores.state_dict()}
         if include_curves:
             state["nc_levels"] = torch.linspace(0, 1, NC_CURVE_LEVELS, dtype=torch.float64)
