@@ -176,3 +176,12 @@ def test_cli_round_trip(setup, tmp_path, capsys):
     assert "BASELINE" in text and "iou" in text
     assert cli.rounds_csv.is_file() and cli.rounds_png.is_file()
     assert torch.load(ckpt, weights_only=False)["hyper_parameters"]["num_classes"] == 2
+
+
+def test_conformal_calibration_folder_is_remapped_like_the_coarse_masks(setup, tmp_path):
+    project, ckpt = setup
+    three = tmp_path / "three"  # multi-class masks: usable with a binary model only through --remap binary
+    write_folder_dataset(SyntheticDataset(SyntheticConfig(num_images=6, num_classes=3, height=16, width=16)), three)
+    res = refine_dataset(ckpt, project.prefix, tmp_path / "C", rule=RefineRule(confidence="conformal"),
+                         accurate=None, calibration=three, remap="binary", progress=False)
+    assert res.provenance["calibration"] == str(three)

@@ -59,31 +59,27 @@ def next_hybrid(project: Project) -> Path:
 
 
 def fit_conformal(model: SegModel, checkpoint: Path, calibration: Path | None, batch_size: int,
-                  progress: bool):
-    """Imagewise conformal calibrator of ``model`` on ``calibration`` (a folder) or its run's val split."""
+                  progress: bool, remap: str | list | None = None):
+    """Imagewise conformal calibrator of ``model`` on ``calibration`` (a folder, its masks remapped
+    like the coarse ones) or its run's val split."""
     from segcal.conformal.calibrator import ImagewiseCalibrator
     from segcal.data.base import SplitDataset
-    from segcal.data.datamodule import build_datamodule
     from segcal.pipeline.inference import iterate_logits
     from segcal.pipeline.refine_predict import model_transform
+    from segcal.pipeline.sources import datamodule_for
     from torch.utils.data import DataLoader
 
     if calibration is not None:
-        source = open_for_model(model, calibration, None, "--calibration")
+        source = open_for_model(model, calibration, remap, "--calibration")
         dataset = SplitDataset(source, range(len(source)), model_transform(model))
         where = str(calibration)
     else:
-        cfg = experiment_of(model)
-        dm = build_datamodule(cfg.data, seed=cfg.seed)
-        manifests = checkpoint.resolve().parent.parent / "manifests"
-        if manifests.is_dir():
-            dm.load_manifests(manifests)
-        dm.setup()
+        dm = datamodule_for(checkpoint, model)
         if "val" not in dm.split_names:
             raise ValueError("confidence 'conformal' calibrates on the model's validation split, but its run has "
                              "none; pass --calibration FOLDER (accurate masks the model was not trained on)")
         dataset = dm.dataset("val")
-        where = f"{cfg.data.root} (val split of the model's run, {len(dataset)} images)"
+        where = f"{dm.cfg.root} (val split of the model's run, {len(dataset)} images)"
     loader = DataLoader(dataset, batch_size=batch_size)
     stream = ((logits, batch["mask"]) for logits, batch in iterate_logits(model, loader, "calibrate", progress))
     cp = ImagewiseCalibrator(model.num_classes, kind="logits", head=model.head, ignore_index=model.ignore_index)
@@ -133,7 +129,7 @@ def refine_dataset(checkpoint: str | Path, data: str | Path, out: str | Path | N
     calibrator, cal_where = None, None
     if rule.confidence == "conformal":
         calibrator, cal_where = fit_conformal(model, checkpoint, Path(calibration) if calibration else None,
-                                              batch_size, progress)
+                                              batch_size, progress, remap)
     totals: Counter = Counter()
     rows, shown = [], []
     with atomic_folders([out], overwrite) as (tmp,):
