@@ -13,7 +13,6 @@ state is fitted on the *recalibrated* logits when both are present.
 """
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import torch
 from segcal.calibrators.base import Calibrator
 from segcal.calibrators.registry import load_calibrator
 from segcal.conformal.calibrator import ConformalCalibrator
+from segcal.pipeline.inference import UNREADABLE, checkpoint_file
 
 KEY = "segcal"
 
@@ -71,12 +71,10 @@ class CalibrationBundle:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    path = checkpoint_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
+    except UNREADABLE as exc:
         raise ValueError(f"{path}: not a readable torch checkpoint ({exc})") from exc
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path}: expected a checkpoint dict, got {type(ckpt).__name__}")

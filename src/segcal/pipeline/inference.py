@@ -20,14 +20,24 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def load_model(checkpoint: str | Path, device: str = "auto") -> SegModel:
-    """Load a :class:`SegModel` checkpoint in eval mode; errors name the file."""
+UNREADABLE = (KeyError, TypeError, RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError)
+"""What ``torch.load`` / ``load_from_checkpoint`` raise for a file that is not a (segcal) checkpoint."""
+
+
+def checkpoint_file(checkpoint: str | Path) -> Path:
+    """``checkpoint`` as a path, ``FileNotFoundError`` naming it when it is missing."""
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
+def load_model(checkpoint: str | Path, device: str = "auto") -> SegModel:
+    """Load a :class:`SegModel` checkpoint in eval mode; errors name the file."""
+    path = checkpoint_file(checkpoint)
     try:
         model = SegModel.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    except (KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+    except UNREADABLE as exc:
         raise ValueError(f"{path}: not a segcal model checkpoint ({exc})") from exc
     return model.to(resolve_device(device)).eval()
 
