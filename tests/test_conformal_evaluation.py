@@ -112,3 +112,49 @@ def test_coverage_counts_match_brute_force():
         assert torch.equal(counts[c], mask.sum(0))
         for a in range(5):
             assert torch.equal(covered[a, c], (mask & (scores <= thresholds[a, c])).sum(0))
+
+
+def test_level_histogram_counts_exactly_across_int16_flushes(monkeypatch):
+    from segcal.conformal.sets import LevelHistogram
+
+    monkeypatch.setattr(LevelHistogram, "LIMIT", 3)  # flush every 3 rows instead of every 32767
+    g = torch.Generator().manual_seed(5)
+    first = torch.randint(0, 4, (11, 6), generator=g)
+    rows = torch.stack([torch.randperm(6, generator=g) for _ in range(11)])  # distinct cells per row
+    hist = LevelHistogram(6, 4)
+    hist.add(first[:5], rows[:5])
+    hist.add(first[5:], rows[5:])
+    expected = torch.zeros(6, 4, dtype=torch.long)
+    for f, r in zip(first.flatten(), rows.flatten()):
+        expected[r, f] += 1
+    assert torch.equal(hist.total(), expected) and hist.total().dtype == torch.long
+    live = hist.total()
+    live += 1  # total() is the live tensor: merge and all-reduce act on it in place
+    assert torch.equal(hist.total(), expected + 1)
+
+
+def test_coverage_accumulator_merge_equals_one_pass():
+    from segcal.conformal.calibrator import PixelwiseCalibrator
+    from segcal.conformal.evaluation import CoverageAccumulator
+
+    g = torch.Generator().manual_seed(9)
+    cal = [(2 * torch.randn(3, 3, 5, 4, generator=g), torch.randint(0, 3, (3, 5, 4), generator=g)) for _ in range(4)]
+    cp = PixelwiseCalibrator(3).fit(cal)
+    test = [(2 * torch.randn(2, 3, 5, 4, generator=g), torch.randint(0, 3, (2, 5, 4), generator=g)) for _ in range(4)]
+    test[1][1][0, :2] = 255  # some unlabelled pixels
+    one, left, right = (CoverageAccumulator(cp, min_test_labels=1) for _ in range(3))
+    for i, (x, y) in enumerate(test):
+        one.update(x, y)
+        (left if i % 2 else right).update(x, y)
+    a, b = one.compute(), left.merge(right).compute()
+    for name in ("coverage", "ce_map", "set_size_map", "marginal_coverage", "mean_set_size", "empty_fraction",
+                 "full_fraction", "label_counts"):
+        assert torch.allclose(getattr(a, name).nan_to_num(-1), getattr(b, name).nan_to_num(-1)), name
+    # brute force on one pixel: set sizes over the labelled images, and unlabelled pixels left out
+    thr = one.thresholds  # [A, C, H, W]
+    scores = torch.cat([cp.class_scores(x) for x, _ in test])
+    labels = torch.cat([y for _, y in test])
+    keep = labels[:, 0, 0] < 3
+    sizes = (scores[keep, :, 0, 0].unsqueeze(0) <= thr[:, :, 0, 0].unsqueeze(1)).sum(2).double().mean(1)
+    assert torch.allclose(a.set_size_map[:, 0, 0], sizes)
+    assert int(a.label_counts[:, 0, 0].sum()) == int(keep.sum())

@@ -49,3 +49,18 @@ def test_report_command_rebuilds_it(demo_run, tmp_path, capsys):
     assert (tmp_path / "r.html").stat().st_size > 10_000
     assert "report:" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+def test_demo_config_defaults_overfit_and_folder_data_trains_fewer_epochs(tmp_path):
+    from segcal.pipeline.demo import demo_config
+
+    cfg = demo_config(str(tmp_path))
+    assert (cfg.train.epochs, cfg.data.splits["train"], cfg.data.augment.hflip) == (120, 32, 0.0)  # over-fitted on purpose
+    quick = demo_config(str(tmp_path), quick=True)
+    assert quick.train.epochs == 2 and quick.train.val_every == 1
+    (tmp_path / "images").mkdir()
+    folder = demo_config(str(tmp_path), data=str(tmp_path), overrides=["train.epochs=7"])
+    assert (folder.data.kind, folder.data.root, folder.train.epochs, folder.train.val_every) == (
+        "folder", str(tmp_path), 7, 1)  # the user's overrides win
+    with pytest.raises(FileNotFoundError, match="--data: folder not found: .*missing"):
+        demo_config(str(tmp_path), data=str(tmp_path / "missing"))

@@ -21,7 +21,8 @@ import torch.distributed as dist
 from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.quantile import COVERAGE_LEVELS, levels_from_alpha
 from segcal.conformal.scores import valid_labels
-from segcal.conformal.sets import add_coverage_counts, add_level_counts, cumulate_levels, first_covering_level
+from segcal.conformal.sets import (LevelHistogram, add_small_counts, cumulate_levels, first_covering_level,
+                                  labelled_levels, split_labelled)
 from segcal.stats.outputs import Head, Kind
 from segcal.stats.score_histogram import all_reduce_
 
@@ -139,12 +140,15 @@ class CoverageAccumulator:
         self.thresholds = calibrator.thresholds_at(self.levels).float()  # [A, C, H, W], nondecreasing in A
         self._thresholds_acp = self.thresholds.flatten(2)  # [A, C, H·W]
         a, c, h, w = self.thresholds.shape
-        # level histograms (index = first level whose set holds the class), cumulated in compute()
-        # the last row of each collects unlabelled pixels
-        self.covered_hist = torch.zeros(c * h * w + 1, a + 1, dtype=torch.long)  # true class: rows c·P + p
-        self.size_hist = torch.zeros(h * w + 1, a + 1, dtype=torch.long)  # all classes: rows p
-        self.min_hist = torch.zeros(2, a + 1, dtype=torch.long)  # empty set ⟺ a < min_c first_c
-        self.max_hist = torch.zeros(2, a + 1, dtype=torch.long)  # full set ⟺ a ≥ max_c first_c
+        # level histograms (column = first level whose set holds the class), cumulated in compute();
+        # int32 counts (at most one per test image and cell) keep them small and cache-friendly
+        # level histograms, pixel-major; the last column (a + 1) collects pixels without a label
+        self.covered_hist = LevelHistogram(h * w * c, a + 2)  # rows p·C + label: the labelled class
+        self.size_hist = LevelHistogram(h * w, a + 2)  # rows p: the other classes (set size adds both)
+        self._pixels = torch.arange(h * w)
+        self._others = (torch.arange(c).view(c, 1) + torch.arange(1, c)) % c  # [C, C − 1]: classes ≠ label
+        self.min_hist = torch.zeros(a + 2, dtype=torch.long)  # empty set ⟺ level < min_c first_c
+        self.max_hist = torch.zeros(a + 2, dtype=torch.long)  # full set ⟺ level ≥ max_c first_c
         self.num_images = 0
 
     def update(self, preds: torch.Tensor, labels: torch.Tensor, kind: Kind | None = None,
@@ -160,27 +164,28 @@ class CoverageAccumulator:
         n, c, h, w = scores.shape
         a, p = len(self.levels), h * w
         y = valid_labels(labels, c, self.calibrator.ignore_index).view(n, p)  # -1 = skip
-        first = first_covering_level(self._thresholds_acp, scores.reshape(n, c, p))  # [N, C, P]
-        add_coverage_counts(self.covered_hist, first, y)
-        valid = y >= 0
-        pixel = torch.where(valid, torch.arange(p, device=y.device), p)  # [N, P], p = skip
-        add_level_counts(self.size_hist, first, pixel.unsqueeze(1).expand(n, c, p))
+        first = first_covering_level(self._thresholds_acp, scores.reshape(n, c, p))  # [N, C, P] uint8
+        unlabelled = (y < 0).unsqueeze(1)
+        if bool(unlabelled.any()):
+            first = first.masked_fill(unlabelled, a + 1)  # pixels without a label go to the last column
+        self.covered_hist.add(*labelled_levels(first, y))
+        others = self._others[y.clamp_min(0)].permute(0, 2, 1)  # [N, C − 1, P]
+        self.size_hist.add(first.gather(1, others).reshape(-1, p), self._pixels.expand(n * (c - 1), p))
         lo, hi = first[:, 0], first[:, 0]
         for k in range(1, c):  # elementwise: faster than a reduction over the class axis
             lo, hi = torch.minimum(lo, first[:, k]), torch.maximum(hi, first[:, k])
-        skip = (~valid).long()
-        add_level_counts(self.min_hist, lo, skip)
-        add_level_counts(self.max_hist, hi, skip)
+        add_small_counts(self.min_hist, lo)  # unlabelled: a + 1 in every class, so in the last bin
+        add_small_counts(self.max_hist, hi)
         self.num_images += n
 
     @property
     def counts(self) -> torch.Tensor:
         """Test labels per class and pixel ``[C, H·W]``."""
         c, p = self._thresholds_acp.shape[1:]
-        return self.covered_hist[:-1].sum(-1).view(c, p)
+        return split_labelled(self.covered_hist.total(), c).sum(-1).view(c, p)
 
     def _state(self) -> list[torch.Tensor]:
-        return [self.covered_hist, self.size_hist, self.min_hist, self.max_hist]
+        return [self.covered_hist.total(), self.size_hist.total(), self.min_hist, self.max_hist]
 
     def merge(self, other: CoverageAccumulator) -> CoverageAccumulator:
         for mine, theirs in zip(self._state(), other._state()):
@@ -200,27 +205,30 @@ class CoverageAccumulator:
             raise ValueError("no test images were evaluated")
         a, c, h, w = self.thresholds.shape
         nan = torch.tensor(float("nan"), dtype=torch.float64)
-        # [C·P, A] with levels contiguous: one pass per quantity, no [A, C, H, W] copies
-        covered = self.covered_hist[:-1, :-1].cumsum(-1)  # int64
-        cnt = self.covered_hist[:-1].sum(-1)
-        coverage = covered / cnt.clamp_min(1).double().unsqueeze(1)
-        coverage = coverage.masked_fill_(cnt.unsqueeze(1) == 0, nan)
-        ce = (coverage - self.levels).abs_().mean(-1)
-        ce_map = ce.masked_fill_(cnt < self.min_test_labels, nan).view(c, h, w)
-        coverage = coverage.T.view(a, c, h, w)
-        covered, cnt = covered.T.view(a, c, h, w), cnt.view(c, h, w)
-        size_sum = self.size_hist[:-1, :-1].cumsum(-1).T.view(a, h, w)  # int64
-        pixels = self.size_hist[:-1].sum(-1).view(h, w) // c  # labelled pixels
+        # pixel-major [P, C, A] with levels contiguous: one pass per quantity, views for the maps
+        labelled = self.covered_hist.total().view(h * w, c, a + 2)[:, :, :-1]  # drop the unlabelled column
+        cnt = labelled.sum(-1)  # [P, C]
+        covered = labelled[..., :-1].cumsum(-1)  # [P, C, A]
+        coverage = covered / cnt.clamp_min(1).double().unsqueeze(-1)
+        coverage = coverage.masked_fill_(cnt.unsqueeze(-1) == 0, nan)
+        ce = (coverage - self.levels).abs_().mean(-1)  # [P, C]
+        ce_map = ce.masked_fill_(cnt < self.min_test_labels, nan).T.reshape(c, h, w)
+        coverage = coverage.permute(2, 1, 0).view(a, c, h, w)
+        covered_per_class = covered.sum(0).T  # [A, C]
+        sizes = self.size_hist.total()[:, :-1] + labelled.sum(1)  # [P, A + 1]: every class
+        size_sum = sizes[:, :-1].cumsum(-1).T.view(a, h, w)
+        pixels = sizes.sum(-1).view(h, w) // c  # labelled pixels
         total = float(pixels.sum().clamp_min(1))
+        cnt_per_class = cnt.sum(0)  # [C]
         trivial = self.thresholds >= 1.0
         return CoverageResult(
-            method=self.calibrator.method, levels=self.levels, coverage=coverage, label_counts=cnt,
+            method=self.calibrator.method, levels=self.levels, coverage=coverage, label_counts=cnt.T.reshape(c, h, w),
             ce_map=ce_map, set_size_map=size_sum / pixels.clamp_min(1).double(),
-            marginal_coverage=covered.sum((1, 2, 3)).double() / float(cnt.sum().clamp_min(1)),
-            class_coverage=covered.sum((2, 3)).double() / cnt.sum((1, 2)).clamp_min(1).double(),
+            marginal_coverage=covered_per_class.sum(1).double() / float(cnt_per_class.sum().clamp_min(1)),
+            class_coverage=covered_per_class.double() / cnt_per_class.clamp_min(1).double(),
             mean_set_size=size_sum.sum((1, 2)).double() / total,
-            empty_fraction=1 - cumulate_levels(self.min_hist[0]).double() / total,
-            full_fraction=cumulate_levels(self.max_hist[0]).double() / total,
+            empty_fraction=1 - cumulate_levels(self.min_hist[:-1]).double() / total,
+            full_fraction=cumulate_levels(self.max_hist[:-1]).double() / total,
             trivial_fraction=trivial.flatten(1).sum(1).double() / (c * h * w),
             trivial_fraction_per_class=trivial.flatten(2).sum(2).double() / (h * w),
             min_test_labels=self.min_test_labels, num_test_images=self.num_images,
