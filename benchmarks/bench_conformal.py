@@ -43,9 +43,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from coverage_loops import CropThresholds, loop_per_pixel, loop_per_pixel_and_level  # noqa: E402
 from peak_memory import PeakMemory  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 H, W, BATCH, CROP = 240, 320, 8, 16
@@ -177,63 +177,6 @@ def worker_groupings(n: int) -> dict:
             "annuli_fit_s": t_annuli, "kandinsky_kmeans_fit_parts_s": t_fit,
             "kmeans_ari_vs_planted": [adjusted_rand_score(truth, m.flatten().numpy()) for m in km],
             "annuli_ari_vs_planted": [adjusted_rand_score(truth, m.flatten().numpy()) for m in ann]}
-
-
-class CropThresholds:
-    """Stands in for a calibrator whose thresholds ``[A, C, h, w]`` are those of a crop."""
-
-    method, ignore_index = "crop", 255
-
-    def __init__(self, thresholds: torch.Tensor) -> None:
-        self.thresholds = thresholds
-
-    def thresholds_at(self, levels: torch.Tensor) -> torch.Tensor:
-        return self.thresholds
-
-    def info(self) -> dict:
-        return {}
-
-
-def loop_per_pixel(thr: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loop over pixels and classes (vectorised over images and levels): coverage ``[A, C, h, w]``,
-    summed set sizes ``[A, h, w]``."""
-    a, c, h, w = thr.shape
-    coverage = torch.full((a, c, h, w), float("nan"), dtype=torch.float64)
-    sizes = torch.zeros(a, h, w, dtype=torch.long)
-    for i in range(h):
-        for j in range(w):
-            pixel_scores = scores[:, :, i, j]  # [N, C]
-            for k in range(c):
-                sel = labels[:, i, j] == k
-                if sel.any():
-                    coverage[:, k, i, j] = (pixel_scores[sel, k].unsqueeze(0) <= thr[:, k, i, j].unsqueeze(1)).double().mean(1)
-            sizes[:, i, j] = (pixel_scores.unsqueeze(0) <= thr[:, :, i, j].unsqueeze(1)).sum(2).sum(1)
-    return coverage, sizes
-
-
-def loop_per_pixel_and_level(thr: np.ndarray, scores: np.ndarray, labels: np.ndarray
-                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Loop over pixels, levels and classes in NumPy (vectorised over images), as research code
-    does it, computing what the vectorised evaluation computes: coverage ``[A, C, h, w]``, summed
-    set sizes ``[A, h, w]`` and the numbers of empty and of full sets ``[A]``."""
-    a, c, h, w = thr.shape
-    coverage = np.full((a, c, h, w), np.nan)
-    sizes = np.zeros((a, h, w), dtype=np.int64)
-    empty, full = np.zeros(a, dtype=np.int64), np.zeros(a, dtype=np.int64)
-    for i in range(h):
-        for j in range(w):
-            labelled = labels[:, i, j] < c
-            for level in range(a):
-                in_set = scores[:, :, i, j] <= thr[level, :, i, j]  # [N, C]
-                for k in range(c):
-                    targets = labels[:, i, j] == k
-                    if targets.any():
-                        coverage[level, k, i, j] = (targets & in_set[:, k]).sum() / targets.sum()
-                size = in_set[labelled].sum(1)
-                sizes[level, i, j] = size.sum()
-                empty[level] += (size == 0).sum()
-                full[level] += (size == c).sum()
-    return coverage, sizes, empty, full
 
 
 def worker_evaluation(n_cal: int, n_test: int) -> dict:
