@@ -22,7 +22,7 @@ from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.quantile import COVERAGE_LEVELS, levels_from_alpha
 from segcal.conformal.scores import valid_labels
 from segcal.conformal.sets import (LevelHistogram, add_small_counts, cumulate_levels, first_covering_level,
-                                  labelled_levels, split_labelled)
+                                  labelled_levels, labelled_view)
 from segcal.stats.outputs import Head, Kind
 from segcal.stats.score_histogram import all_reduce_
 
@@ -140,9 +140,8 @@ class CoverageAccumulator:
         self.thresholds = calibrator.thresholds_at(self.levels).float()  # [A, C, H, W], nondecreasing in A
         self._thresholds_acp = self.thresholds.flatten(2)  # [A, C, H·W]
         a, c, h, w = self.thresholds.shape
-        # level histograms (column = first level whose set holds the class), cumulated in compute();
-        # int32 counts (at most one per test image and cell) keep them small and cache-friendly
-        # level histograms, pixel-major; the last column (a + 1) collects pixels without a label
+        # level histograms (column = first level whose set holds the class), pixel-major, cumulated
+        # in compute(); the last column (a + 1) collects pixels without a label
         self.covered_hist = LevelHistogram(h * w * c, a + 2)  # rows p·C + label: the labelled class
         self.size_hist = LevelHistogram(h * w, a + 2)  # rows p: the other classes (set size adds both)
         self._pixels = torch.arange(h * w)
@@ -182,7 +181,7 @@ class CoverageAccumulator:
     def counts(self) -> torch.Tensor:
         """Test labels per class and pixel ``[C, H·W]``."""
         c, p = self._thresholds_acp.shape[1:]
-        return split_labelled(self.covered_hist.total(), c).sum(-1).view(c, p)
+        return labelled_view(self.covered_hist.total(), c).sum(-1).T
 
     def _state(self) -> list[torch.Tensor]:
         return [self.covered_hist.total(), self.size_hist.total(), self.min_hist, self.max_hist]
@@ -206,7 +205,7 @@ class CoverageAccumulator:
         a, c, h, w = self.thresholds.shape
         nan = torch.tensor(float("nan"), dtype=torch.float64)
         # pixel-major [P, C, A] with levels contiguous: one pass per quantity, views for the maps
-        labelled = self.covered_hist.total().view(h * w, c, a + 2)[:, :, :-1]  # drop the unlabelled column
+        labelled = labelled_view(self.covered_hist.total(), c)  # [P, C, A + 1]
         cnt = labelled.sum(-1)  # [P, C]
         covered = labelled[..., :-1].cumsum(-1)  # [P, C, A]
         coverage = covered / cnt.clamp_min(1).double().unsqueeze(-1)

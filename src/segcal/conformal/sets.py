@@ -97,10 +97,9 @@ def labelled_levels(first: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return first.gather(1, y.unsqueeze(1)).squeeze(1), torch.arange(p, device=y.device) * c + y
 
 
-def split_labelled(hist: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Pixel-major ``[P·C, A + 2]`` (:func:`labelled_levels`) → ``[C·P, A + 1]``, skip column dropped."""
-    cols = hist.shape[1] - 1
-    return hist[:, :-1].reshape(-1, num_classes, cols).transpose(0, 1).reshape(-1, cols)
+def labelled_view(hist: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Pixel-major ``[P·C, A + 2]`` (:func:`labelled_levels`) → view ``[P, C, A + 1]``, skip column dropped."""
+    return hist.view(-1, num_classes, hist.shape[1])[..., :-1]
 
 
 def coverage_counts(scores: torch.Tensor, labels: torch.Tensor, thresholds: torch.Tensor
@@ -121,5 +120,5 @@ def coverage_counts(scores: torch.Tensor, labels: torch.Tensor, thresholds: torc
     first = first.masked_fill((y < 0).unsqueeze(1), a + 1)
     hist = torch.zeros(p * c, a + 2, dtype=torch.long, device=scores.device)
     add_level_counts(hist, *labelled_levels(first, y))
-    labelled = split_labelled(hist, c).view(c, p, a + 1)
-    return cumulate_levels(labelled).reshape(a, c, *spatial), labelled.sum(-1).view(c, *spatial)
+    labelled = labelled_view(hist, c).transpose(0, 1)  # [C, P, A + 1]
+    return cumulate_levels(labelled).reshape(a, c, *spatial), labelled.sum(-1).reshape(c, *spatial)
