@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from segcal.configio import atomic_write_text
+from segcal.io.atomic import atomic_write_text
 from segcal.data.datamodule import build_datamodule
 from segcal.models.lightning import SegModel
 from segcal.pipeline.config import load_experiment

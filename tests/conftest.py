@@ -26,3 +26,48 @@ def tiny_experiment_dict(tmp_path, **sections) -> dict:
 @pytest.fixture
 def tiny_cfg(tmp_path):
     return experiment_from_dict(tiny_experiment_dict(tmp_path))
+
+
+def _mount_tmpfs(path, options: str) -> bool:
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def _umount(path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 256 KiB tmpfs (needs root and mount rights; skipped otherwise): writes beyond that fail with ENOSPC."""
+    mnt = tmp_path / "full"
+    if not _mount_tmpfs(mnt, "size=256k"):
+        pytest.skip("needs root and tmpfs mounts for a small full disk")
+    yield mnt
+    _umount(mnt)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A folder nobody may write: a read-only tmpfs as root, a mode 0555 folder otherwise."""
+    import os
+
+    ro = tmp_path / "readonly"
+    if os.geteuid() == 0:
+        if not _mount_tmpfs(ro, "ro,size=64k"):
+            pytest.skip("root without tmpfs mounts: cannot make a folder read-only")
+        yield ro
+        _umount(ro)
+    else:
+        ro.mkdir()
+        ro.chmod(0o555)
+        yield ro
+        ro.chmod(0o755)

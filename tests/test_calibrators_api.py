@@ -59,7 +59,7 @@ def test_bad_streams_raise_clear_errors(method):
     nan[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         quick(method).fit([(nan, labels)])
-    with pytest.raises(ValueError, match="no valid pixels"):
+    with pytest.raises(ValueError, match="no labelled pixels"):
         quick(method).fit([(logits, torch.full_like(labels, 255))])
     with pytest.raises(ValueError, match="labels must lie"):
         quick(method).fit([(logits, torch.full_like(labels, 7))])
@@ -81,11 +81,13 @@ def test_stream_items_may_be_tuples_lists_or_mappings():
     assert batches[0].images is not None and batches[1].images is None
     assert stream.num_batches == 2 and stream.num_images == 8 and int(stream.class_counts.sum()) == 2 * 4 * 64
     for bad, message in [((logits,), "stream items must be"), ({"logits": logits}, "keys"),
-                         ((logits, labels.numpy()), "torch.Tensor"), ((logits, labels, images[:, :, :2]), "images")]:
+                         ((logits, labels.tolist()), "torch.Tensor or a NumPy array"), ((logits, labels, images[:, :, :2]), "images")]:
         with pytest.raises(ValueError, match=message):
             list(CalibrationStream([bad]))
     with pytest.raises(ValueError, match="iterable"):
         CalibrationStream(logits)
+    (from_numpy,) = list(CalibrationStream([(logits.numpy(), labels.numpy())]))
+    assert torch.equal(from_numpy.logits, logits) and torch.equal(from_numpy.labels, labels)
 
 
 def test_channel_count_must_stay_the_same_across_batches():

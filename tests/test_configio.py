@@ -3,7 +3,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from segcal.configio import apply_overrides, atomic_write_text, dump_yaml, from_dict, load_yaml, to_dict
+from segcal.configio import apply_overrides, dump_yaml, from_dict, load_yaml, to_dict
+from segcal.io.atomic import atomic_write_text
 
 
 @dataclass

@@ -66,6 +66,10 @@ def test_num_classes_resolution(tmp_path):
 
 
 def test_folder_without_class_info_asks_for_classes(tmp_path):
+    with pytest.raises(ValueError, match="no dataset there"):  # an empty folder is named as such
+        _ = DataConfig(kind="folder", root=str(tmp_path)).num_classes
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(b"")
     with pytest.raises(ValueError, match="data.classes"):
         _ = DataConfig(kind="folder", root=str(tmp_path)).num_classes
     assert DataConfig(kind="folder", root=str(tmp_path), classes=["bg", "a", "b"]).num_classes == 3

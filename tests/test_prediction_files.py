@@ -222,9 +222,10 @@ def test_writer_refuses_existing_and_overwrites(tmp_path):
     assert PredictionFolder(tmp_path / "p").names == ["img0"] and read_meta(tmp_path / "p")["count"] == 1
 
 
-def test_writer_checks_and_meta_only_on_normal_exit(tmp_path):
+def test_writer_checks_and_nothing_left_on_error(tmp_path):
+    out = tmp_path / "p"
     with pytest.raises(RuntimeError):
-        with PredictionWriter(tmp_path, classes=["a", "b"], head="softmax") as wr:
+        with PredictionWriter(out, classes=["a", "b"], head="softmax") as wr:
             wr.add("x", _logits(), np.full((8, 8), 300))
             with pytest.raises(ValueError, match="classes has 2 names"):
                 PredictionWriter(tmp_path / "q", classes=["a", "b"], head="softmax").add("y", _logits(3))
@@ -233,9 +234,31 @@ def test_writer_checks_and_meta_only_on_normal_exit(tmp_path):
             with pytest.raises(ValueError, match="plain file stem"):
                 wr.add("../evil", _logits())
             raise RuntimeError("boom")
-    assert not (tmp_path / META_FILE).exists()
-    assert read_mask(tmp_path / "masks" / "x.png").max() == 300  # 16-bit PNG
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["masks", "x.npz", "x.png"]
+    assert list(tmp_path.iterdir()) == []  # the staged folder is gone, no target was created
+    with PredictionWriter(out, classes=["a", "b"], head="softmax") as wr:
+        wr.add("x", _logits(), np.full((8, 8), 300))
+    assert read_mask(out / "masks" / "x.png").max() == 300  # 16-bit PNG
+    assert sorted(p.name for p in out.rglob("*")) == ["masks", META_FILE, "x.npz", "x.png"]
+
+
+def test_failed_overwrite_keeps_the_old_predictions(tmp_path):
+    _write(tmp_path / "p", n=2)
+    with pytest.raises(KeyboardInterrupt):
+        with PredictionWriter(tmp_path / "p", classes=["bg", "fg"], head="softmax", overwrite=True) as wr:
+            wr.add("new", _logits())
+            raise KeyboardInterrupt
+    assert PredictionFolder(tmp_path / "p").names == ["img0", "img1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]
+
+
+def test_writer_refuses_to_replace_a_folder_that_is_not_one_of_its_own(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "thesis.tex").write_text("...")
+    with pytest.raises(FileExistsError, match="already holds 1 file"):
+        PredictionWriter(tmp_path / "docs", classes=["a", "b"], head="softmax")
+    with pytest.raises(FileExistsError, match="not a prediction folder"):
+        PredictionWriter(tmp_path / "docs", classes=["a", "b"], head="softmax", overwrite=True)
+    assert (tmp_path / "docs" / "thesis.tex").exists()
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path, monkeypatch):

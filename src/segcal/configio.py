@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import types
 import typing
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from segcal.io.atomic import atomic_write_text
 
 T = TypeVar("T")
 
@@ -123,7 +123,12 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             if not isinstance(child, dict):
                 raise ValueError(f"override {key!r}: {'.'.join(parts[:i + 1])} is not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            reason = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise ValueError(f"override {item!r}: the value is not valid YAML ({reason}); quote it, or write "
+                             "lists as [a, b] and mappings as {key: value}") from None
     return data
 
 
@@ -141,45 +146,6 @@ def load_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp)`` on a hidden temporary sibling of ``path`` (same suffix), then rename it to
-    ``path``: readers never see a half-written file. The file gets the usual permissions
-    (``0666`` minus the umask), not the private ones of a temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
 def dump_yaml(data: Any, path: str | os.PathLike) -> None:
     """Atomically write ``data`` (a dataclass or dict) as YAML."""
     atomic_write_text(path, yaml.safe_dump(to_dict(data), sort_keys=False))
-
-
-def replace_folder(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
-    """Move the finished folder ``tmp`` to ``out``, swapping out an existing ``out`` atomically."""
-    import shutil
-
-    tmp, out = Path(tmp), Path(out)
-    if out.exists():
-        trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-        os.replace(out, trash / "old")
-        os.replace(tmp, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, out)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from segcal.stats.outputs import Head, check_batch, num_output_classes
+from segcal.errors import no_labels
+from segcal.stats.outputs import Head, as_tensor, check_batch, num_output_classes
 
 Progress = Callable[[Iterable, str], Iterable]
 """``progress(iterable, description) -> iterable``, e.g. a rich progress-bar wrapper."""
@@ -46,10 +47,8 @@ def unpack_item(item: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor 
             "stream items must be (logits, labels), (logits, labels, images) or a mapping with keys"
             f" 'logits', 'labels'[, 'images']; got {type(item).__name__}"
         )
-    for name, value in zip(("logits", "labels", "images"), parts):
-        if value is not None and not isinstance(value, torch.Tensor):
-            raise ValueError(f"stream item {name} must be a torch.Tensor, got {type(value).__name__}")
-    return parts  # type: ignore[return-value]
+    return tuple(None if value is None else as_tensor(value, f"stream item {name}")  # type: ignore[return-value]
+                 for name, value in zip(("logits", "labels", "images"), parts))
 
 
 class CalibrationStream:
@@ -129,9 +128,7 @@ class CalibrationStream:
             raise ValueError("stream yielded no batches: cannot fit a calibrator on an empty calibration set")
         assert self.class_counts is not None
         if int(self.class_counts.sum()) == 0:
-            raise ValueError(
-                f"stream has no valid pixels: every label equals ignore_index={self.ignore_index}"
-            )
+            raise no_labels(self.ignore_index, "the calibration stream")
         present = (self.class_counts > 0).nonzero().flatten().tolist()
         if len(present) < 2:
             raise ValueError(

@@ -2,19 +2,33 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from segcal.cli.commands import metrics_table
 
 out = Console()
+err = Console(stderr=True)
 
 CALIBRATION_COLUMNS = (("ece", "ECE"), ("adaptive_ece", "adaptive ECE"), ("mce", "MCE"),
                        ("mean_classwise_ece", "classwise ECE"), ("brier", "Brier"), ("nll", "NLL"))
+
+
+@contextmanager
+def writing(target: Path, folder: bool = False) -> Iterator[Path]:
+    """Lock output ``target`` against concurrent segcal runs and check it is writable before any work."""
+    from segcal.io.atomic import check_writable, output_lock
+
+    with output_lock(target):
+        check_writable(target if folder else target.parent)
+        yield target
 
 
 def run_dir_of(checkpoint: str | Path) -> Path:
@@ -32,8 +46,10 @@ def _folder(predictions: str, args: argparse.Namespace):
     from segcal.pipeline.sources import folder_source
 
     classes = args.classes.split(",") if args.classes else None
-    return folder_source(predictions, args.masks, kind=args.kind, head=args.head, classes=classes,
-                         ignore_index=args.ignore_index, batch_size=args.batch_size)
+    folder = folder_source(predictions, args.masks, kind=args.kind, head=args.head, classes=classes,
+                           ignore_index=args.ignore_index, batch_size=args.batch_size)
+    out.print(folder.summary(), highlight=False)
+    return folder
 
 
 def build_source(args: argparse.Namespace, split: str, predictions: str | None = None) -> tuple[Any, Any]:
@@ -92,16 +108,20 @@ def coverage_table(results: list[dict]) -> Table:
 def evaluate(args: argparse.Namespace) -> int:
     from segcal.pipeline.evaluate import evaluate as run_evaluate
 
-    source, bundle = build_source(args, args.split)
     if args.out:
         folder = Path(args.out)
     elif args.predictions:
         folder = Path(args.predictions) / "eval" / (Path(args.checkpoint).stem if args.checkpoint else "uncalibrated")
-    else:
+    elif args.checkpoint:
         folder = run_dir_of(args.checkpoint) / "eval" / f"{Path(args.checkpoint).stem}-{args.split}"
-    alphas = [float(a) for a in args.alphas.split(",")] if args.alphas else None
-    ev = run_evaluate(source, bundle, folder, name=folder.name, bins=args.bins, boundary_width=args.boundary_width,
-                      alphas=alphas, set_alpha=args.alpha, progress=not args.no_progress)
+    else:
+        raise ValueError("give a CHECKPOINT, or --predictions DIR with saved predictions")
+    alphas = _alphas(args.alphas)
+    with writing(folder, folder=True):
+        source, bundle = build_source(args, args.split)
+        ev = run_evaluate(source, bundle, folder, name=folder.name, bins=args.bins,
+                          boundary_width=args.boundary_width, alphas=alphas, set_alpha=args.alpha,
+                          progress=not args.no_progress)
     r = ev.result
     out.print(metrics_table(r["segmentation"], f"Segmentation ({r['source']['num_images']} images)"))
     out.print(calibration_table(r))
@@ -109,6 +129,20 @@ def evaluate(args: argparse.Namespace) -> int:
         out.print(coverage_table([r["conformal"]]))
     out.print(f"results: {folder / 'evaluation.json'}  figures: {folder / 'figures'}", highlight=False)
     return 0
+
+
+def _alphas(text: str | None) -> list[float] | None:
+    """``--alphas A,B,...``: miscoverage levels, each strictly between 0 and 1."""
+    if text is None:
+        return None
+    try:
+        alphas = [float(a) for a in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--alphas expects comma-separated numbers, e.g. 0.05,0.1,0.2; got {text!r}") from None
+    from segcal.conformal.quantile import levels_from_alpha
+
+    levels_from_alpha(alphas, "--alphas")  # checked even when the checkpoint has no conformal calibrator
+    return alphas
 
 
 def _params(items: list[str] | None) -> dict[str, Any]:
@@ -123,22 +157,29 @@ def _params(items: list[str] | None) -> dict[str, Any]:
 
 def calibrate(args: argparse.Namespace) -> int:
     from segcal.pipeline.bundle import save_bundle
-    from segcal.pipeline.calibrate import calibrate as run_calibrate, check_method
+    from segcal.pipeline.calibrate import CONFORMAL_METHODS, calibrate as run_calibrate, check_method
 
     check_method(args.method)
-    source, bundle = build_source(args, args.split)
     if args.out:
         target = Path(args.out)
     elif args.predictions:
         target = Path(args.predictions) / "calibration" / f"{args.method}.pt"  # a subfolder: not read as a prediction
-    else:
+    elif args.checkpoint:
         ckpt = Path(args.checkpoint)
         target = ckpt.with_name(f"{ckpt.stem}.{args.method}{ckpt.suffix}")
-    bundle, record = run_calibrate(source, args.method, bundle=bundle, n_cal=args.n_cal,
-                                   params=_params(args.param), seed=args.seed, progress=not args.no_progress)
-    path = save_bundle(bundle, target, None if args.predictions else args.checkpoint)
+    else:
+        raise ValueError("give a CHECKPOINT, or --predictions DIR with saved predictions")
+    with writing(target):
+        source, bundle = build_source(args, args.split)
+        bundle, record = run_calibrate(source, args.method, bundle=bundle, n_cal=args.n_cal,
+                                       params=_params(args.param), seed=args.seed, progress=not args.no_progress)
+        path = save_bundle(bundle, target, None if args.predictions else args.checkpoint)
     out.print(f"fitted {args.method} on {record['n_cal']} calibration images in {record['seconds']:.1f} s",
               highlight=False)
+    if bundle.conformal is not None and args.method in CONFORMAL_METHODS:
+        warning = bundle.conformal.trivial_warning(0.1)
+        if warning:
+            err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     shown = {k: v for k, v in record["info"].items() if isinstance(v, (int, float, str)) or k == "temperature"}
     if shown:
         out.print(yaml.safe_dump(shown, sort_keys=False, width=100).rstrip(), highlight=False)
@@ -150,8 +191,9 @@ def calibrate(args: argparse.Namespace) -> int:
 def predict(args: argparse.Namespace) -> int:
     from segcal.pipeline.predict import predict as run_predict
 
-    source, bundle = build_source(args, args.split)
-    summary = run_predict(source, args.out, bundle, args.alpha, args.overwrite, progress=not args.no_progress)
+    with writing(Path(args.out)):
+        source, bundle = build_source(args, args.split)
+        summary = run_predict(source, args.out, bundle, args.alpha, args.overwrite, progress=not args.no_progress)
     sets = f", mean set size {summary['mean_set_size']:.3f} at α = {args.alpha}" if "mean_set_size" in summary else ""
     out.print(f"wrote {summary['num_images']} predictions ({summary['calibration']}{sets}) to {args.out}",
               highlight=False)
@@ -163,14 +205,17 @@ def sweep(args: argparse.Namespace) -> int:
 
     if bool(args.predictions) != bool(args.cal_predictions):
         raise ValueError("--predictions (test) and --cal-predictions (calibration pool) go together")
-    test, bundle = build_source(args, args.split)
-    cal, _ = build_source(args, args.cal_split, args.cal_predictions)
+    if not args.out and not args.predictions and not args.checkpoint:
+        raise ValueError("give a CHECKPOINT, or --predictions DIR with saved predictions")
     folder = Path(args.out) if args.out else (Path(args.predictions) / "sweep" if args.predictions
                                               else run_dir_of(args.checkpoint) / "sweep")
     params = {"kandinsky-kmeans": {"num_groups": yaml.safe_load(args.num_groups)}} if args.num_groups else {}
-    result = run_sweep(cal, test, folder, methods=args.methods.split(","),
-                       n_cals=_n_cals(args.n_cals, len(cal)), repeats=args.repeats, seed=args.seed,
-                       bundle=bundle, params=params, progress=not args.no_progress)
+    with writing(folder, folder=True):
+        test, bundle = build_source(args, args.split)
+        cal, _ = build_source(args, args.cal_split, args.cal_predictions)
+        result = run_sweep(cal, test, folder, methods=args.methods.split(","),
+                           n_cals=_n_cals(args.n_cals, len(cal)), repeats=args.repeats, seed=args.seed,
+                           bundle=bundle, params=params, progress=not args.no_progress)
     out.print(sweep_table(result))
     out.print(f"results: {folder / 'sweep.json'}  table: {folder / 'sweep.csv'}  figure: {folder / 'figures'}",
               highlight=False)
@@ -216,6 +261,10 @@ def sweep_table(result: dict) -> Table:
 def report(args: argparse.Namespace) -> int:
     from segcal.pipeline.report import build_report
 
-    path = build_report(args.run_dir, args.out)
+    target = Path(args.out) if args.out else Path(args.run_dir) / "report.html"
+    if not Path(args.run_dir).is_dir():
+        raise FileNotFoundError(f"run directory not found: {args.run_dir}")
+    with writing(target):
+        path = build_report(args.run_dir, target)
     out.print(f"report: {path}", highlight=False)
     return 0

@@ -8,7 +8,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from segcal.configio import atomic_write_text, to_dict
+from segcal.configio import to_dict
+from segcal.io.atomic import atomic_write_text
 
 out = Console()
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import warnings
 from collections.abc import Callable
 
 from rich.console import Console
@@ -85,6 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an exception so that temporary files and locks are cleaned up on the way out."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings as one console line each (no source line, no file path)."""
+    console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line naming the file and the cause: ``OSError`` shows its path and ``strerror``."""
+    if isinstance(exc, OSError) and exc.strerror and exc.args and str(exc).startswith("[Errno"):
+        return f"{exc.filename}: {exc.strerror}" if exc.filename is not None else exc.strerror
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Overrides may follow options (`train CFG --run-dir D a.b=1`): collect KEY=VALUE leftovers.
@@ -95,14 +117,23 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = list(args.overrides) + extra
     func: Callable[[argparse.Namespace], int | None] = args.func
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    show_warning = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return int(func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    except (ValueError, OSError) as exc:
+        console.print(f"[bold red]error:[/] {escape(describe_error(exc))}", highlight=False, soft_wrap=True)
         return 2
+    except Terminated:
+        console.print("[yellow]terminated[/]")
+        return 143
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        warnings.showwarning = show_warning
 
 
 if __name__ == "__main__":

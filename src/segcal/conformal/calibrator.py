@@ -18,6 +18,7 @@ class (counted in ``fallback_pixels``); a class never seen at all gets the trivi
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,13 +26,15 @@ import torch
 import torch.distributed as dist
 
 from segcal.conformal.accumulate import DEFAULT_MAX_EXACT_SCORES, MODES, Mode, ScoreAccumulator, ScoreBank
+from segcal.conformal.diagnostics import TrivialThresholdWarning, trivial_message
 from segcal.conformal.grouping import PixelStatistics, get_grouping, normalise_group_map, pixel_statistics
 from segcal.conformal.quantile import (COVERAGE_LEVELS, SortedScores, fallback_pixels, grouped_from_state_dict,
                                        levels_from_alpha, pixel_thresholds)
 from segcal.conformal.scores import class_scores, label_scores
 from segcal.conformal.selection import DEFAULT_GROUP_CANDIDATES, select_num_groups
 from segcal.conformal.sets import prediction_sets
-from segcal.stats.outputs import Head, Kind, check_batch, num_output_classes
+from segcal.errors import no_labels
+from segcal.stats.outputs import Head, Kind, as_tensor, check_batch, num_output_classes
 from segcal.stats.score_histogram import ScoreBins
 
 NC_CURVE_LEVELS = 100
@@ -102,6 +105,7 @@ class ConformalCalibrator:
         self.selection: dict[int, float] = {}
         self.fallback_pixels: torch.Tensor | None = None  # [C]
         self._cache: dict[float, torch.Tensor] = {}
+        self._warned: set[float] = set()
 
     @property
     def grouping(self) -> str:
@@ -143,7 +147,7 @@ class ConformalCalibrator:
         parts: dict[str, ScoreAccumulator] = {}
         seen = 0
         for batch in stream:
-            preds, labels = batch[0], batch[1]
+            preds, labels = as_tensor(batch[0], "preds"), as_tensor(batch[1], "labels")
             if n_cal is not None:
                 preds, labels = preds[: n_cal - seen], labels[: n_cal - seen]
             if preds.shape[0] == 0:
@@ -205,6 +209,9 @@ class ConformalCalibrator:
                              " (need at least one image in each)")
         self.num_classes, self.shape = cal.num_classes, cal.shape
         c, (h, w) = self.num_classes, self.shape
+        image_scores = cal.pool(torch.zeros(c, h * w, dtype=torch.long), 1)
+        if int(image_scores.group_counts().sum()) == 0:
+            raise no_labels(self.ignore_index, "the calibration images")
         stats = PixelStatistics(c, (h, w))
         k = self.spec.num_groups
         if self.spec.learned:
@@ -219,10 +226,10 @@ class ConformalCalibrator:
         flat_map = self.group_map.view(c, -1)
         pixelwise = torch.equal(flat_map, torch.arange(h * w).expand(c, -1))
         self.scores = cal.per_pixel() if pixelwise else cal.pool(flat_map, self.num_groups)
-        self.image_scores = cal.pool(torch.zeros_like(flat_map), 1)
+        self.image_scores = image_scores
         self.num_images = need
         self.fallback_pixels = fallback_pixels(self.scores, self.group_map)
-        self._cache = {}
+        self._cache, self._warned = {}, set()
         return self
 
     # -------------------------------------------------------------------------------- prediction
@@ -255,6 +262,8 @@ class ConformalCalibrator:
         head = head or self.head
         if preds.ndim != 4:
             raise ValueError(f"preds must have shape [N, C, H, W], got {tuple(preds.shape)}")
+        if not torch.isfinite(preds).all():
+            raise ValueError("preds contain NaN or inf values (fit rejects them too): check the model outputs")
         classes = num_output_classes(preds.shape[1], head)
         if classes != self.num_classes:
             raise ValueError(f"preds have {preds.shape[1]} channels ({classes} classes with a {head} head)"
@@ -265,6 +274,7 @@ class ConformalCalibrator:
 
     def class_scores(self, preds: torch.Tensor, kind: Kind | None = None, head: Head | None = None) -> torch.Tensor:
         """Checked scores of every class ``[N, C, H, W]``."""
+        preds = as_tensor(preds, "preds")
         self.check_preds(preds, head)
         return class_scores(preds, kind or self.kind, head or self.head)
 
@@ -272,7 +282,22 @@ class ConformalCalibrator:
                     head: Head | None = None) -> torch.Tensor:
         """Prediction sets ``[N, C, H, W]`` (bool) at miscoverage ``alpha`` for ``preds [N, C, H, W]``."""
         scores = self.class_scores(preds, kind, head)
-        return prediction_sets(scores, self.thresholds(alpha).to(scores.device))
+        thresholds = self.thresholds(alpha)
+        self.warn_if_trivial(alpha, thresholds)
+        return prediction_sets(scores, thresholds.to(scores.device))
+
+    def trivial_warning(self, alpha: float, thresholds: torch.Tensor | None = None) -> str | None:
+        """A warning text when many thresholds at ``alpha`` are trivial (too few scores), else ``None``."""
+        thresholds = self.thresholds(alpha) if thresholds is None else thresholds
+        return trivial_message(thresholds, alpha, self.grouping == "pixel", self.num_images.get("cal", 0))
+
+    def warn_if_trivial(self, alpha: float, thresholds: torch.Tensor | None = None) -> None:
+        """:class:`TrivialThresholdWarning` once per level when many thresholds at ``alpha`` are trivial."""
+        if alpha not in self._warned:
+            self._warned.add(alpha)
+            message = self.trivial_warning(alpha, thresholds)
+            if message:
+                warnings.warn(message, TrivialThresholdWarning, stacklevel=3)
 
     # --------------------------------------------------------------------------------- reporting
     def info(self) -> dict[str, Any]:

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from segcal.configio import replace_folder
+from segcal.io.atomic import staged_folder
 from segcal.data.base import Sample, SegSource
 from segcal.data.files import IMAGE_EXTS, find_images, read_image, read_mask, write_png
 from segcal.data.labels import CLASSES_FILE
@@ -76,9 +74,7 @@ def write_folder_dataset(dataset_or_items, out_dir: str | Path, classes: Sequenc
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
     classes = list(classes) if classes is not None else getattr(dataset_or_items, "class_names", None)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with staged_folder(out) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         seen: set[str] = set()
@@ -97,8 +93,4 @@ def write_folder_dataset(dataset_or_items, out_dir: str | Path, classes: Sequenc
             raise ValueError("no items to write (empty dataset)")
         if classes is not None:
             (tmp / CLASSES_FILE).write_text(json.dumps(list(classes), indent=1) + "\n")
-        replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -154,7 +154,11 @@ def target_class_names(cfg: DataConfig) -> list[str]:
     elif source is not None:
         names = source
     else:
-        raise ValueError(f"{Path(cfg.root) / CLASSES_FILE} not found: set data.classes (one name per label "
+        root = Path(cfg.root)
+        if not (root / "images").is_dir() or not any((root / "images").iterdir()):
+            raise ValueError(f"data.root {root}: no dataset there (expected images/ and masks/ with files "
+                             f"matched by stem, and optionally {CLASSES_FILE})")
+        raise ValueError(f"{root / CLASSES_FILE} not found: set data.classes (one name per label "
                          "value, background first) or data.remap")
     if cfg.remap is None and source is not None and len(names) != len(source):
         raise ValueError(f"data.classes has {len(names)} names but {CLASSES_FILE} lists {len(source)} "

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segcal.configio import atomic_write_text
+from segcal.io.atomic import atomic_write_text
 from segcal.data.config import SPLITS
 
 _EPS = 1e-9

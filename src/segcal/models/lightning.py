@@ -7,6 +7,7 @@ import lightning as L
 import torch
 
 from segcal.configio import from_dict, to_dict
+from segcal.errors import no_labels
 from segcal.metrics.segmentation import QUALITY_METRICS, SegmentationMetrics
 from segcal.models.config import LossConfig, ModelConfig, OptimConfig
 from segcal.models.losses import SegmentationLoss, Target
@@ -39,6 +40,7 @@ class SegModel(L.LightningModule):
                                           self.model_cfg.head, ignore_index)
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index)
         self._mixup_gen = torch.Generator().manual_seed(mixup_seed)
+        self._labelled = {"train": 0, "val": 0}  # labelled pixels seen this epoch, per split
 
     @property
     def head(self) -> str:
@@ -55,8 +57,29 @@ class SegModel(L.LightningModule):
         """Logits ``[N, C_out, H, W]`` for images ``[N, 3, H, W]``."""
         return self.net(images)
 
+    def _count_labelled(self, split: str, labels: torch.Tensor) -> None:
+        self._labelled[split] += int((labels != self.ignore_index).sum())
+
+    def _check_labelled(self, split: str) -> None:
+        """Refuse an epoch without supervision (its loss would be 0 and its Dice NaN), on any rank."""
+        seen = self.trainer.strategy.reduce(torch.tensor(float(self._labelled[split]), device=self.device),
+                                            reduce_op="sum")
+        self._labelled[split] = 0
+        if float(seen) == 0:
+            raise no_labels(self.ignore_index, f"split {split!r}")
+
+    def on_train_epoch_start(self) -> None:
+        self._labelled["train"] = 0
+
+    def on_train_epoch_end(self) -> None:
+        self._check_labelled("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._labelled["val"] = 0
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         images, labels = batch["image"], batch["mask"]
+        self._count_labelled("train", labels)
         target: torch.Tensor | Target = labels
         if self.mixup_alpha > 0:
             from segcal.data.mixup import mixup_batch
@@ -70,11 +93,14 @@ class SegModel(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self(batch["image"])
+        self._count_labelled("val", batch["mask"])
         loss = self.criterion(logits, batch["mask"])
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(logits), sync_dist=True)
         self.val_metrics.update(self.predict_labels(logits), batch["mask"])
 
     def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._check_labelled("val")
         results = self.val_metrics.compute()
         self.val_metrics.reset()
         for name in QUALITY_METRICS:

@@ -22,7 +22,7 @@ import torch
 from segcal.calibrators.base import Calibrator
 from segcal.calibrators.registry import load_calibrator
 from segcal.conformal.calibrator import ConformalCalibrator
-from segcal.pipeline.inference import UNREADABLE, checkpoint_file
+from segcal.io.checkpoint import read_checkpoint, write_checkpoint
 
 KEY = "segcal"
 
@@ -69,18 +69,6 @@ class CalibrationBundle:
             raise ValueError(f"{path}: corrupt segcal calibration state ({exc})") from exc
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The raw checkpoint dict; errors name the file."""
-    path = checkpoint_file(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except UNREADABLE as exc:
-        raise ValueError(f"{path}: not a readable torch checkpoint ({exc})") from exc
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{path}: expected a checkpoint dict, got {type(ckpt).__name__}")
-    return ckpt
-
-
 def has_model(ckpt: dict[str, Any]) -> bool:
     return "state_dict" in ckpt
 
@@ -98,8 +86,4 @@ def save_bundle(bundle: CalibrationBundle, out: str | Path, base: str | Path | N
     out = Path(out)
     ckpt = read_checkpoint(base) if base is not None else {}
     ckpt[KEY] = bundle.state()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(out)
-    return out
+    return write_checkpoint(ckpt, out)

@@ -15,7 +15,8 @@ from segcal.calibrators.registry import CALIBRATORS, make_calibrator
 from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.pipeline.bundle import CalibrationBundle
 from segcal.pipeline.progress import track
-from segcal.pipeline.sources import Stream
+from segcal.errors import NoLabelsError
+from segcal.pipeline.sources import Stream, source_name
 
 RECALIBRATION_METHODS = tuple(CALIBRATORS)
 CONFORMAL_METHODS: dict[str, tuple[str, dict[str, Any]]] = {  # name → (grouping, default arguments)
@@ -65,6 +66,21 @@ def calibrate(source, method: str, *, bundle: CalibrationBundle | None = None, n
     if n_cal is not None:
         source = source.subset(n_cal)
     start = time.time()
+    try:
+        info = _fit(source, method, bundle, params, seed, progress)
+    except NoLabelsError as exc:
+        raise NoLabelsError(f"{source_name(source)}: {exc}") from None
+    record = {"method": method, "n_cal": len(source), "seconds": time.time() - start, "params": params,
+              "seed": seed, "info": info}
+    bundle.history.append(record)
+    bundle.meta = {"classes": list(source.class_names), "head": source.head, "ignore_index": source.ignore_index,
+                   "image_size": list(source.image_size)}
+    return bundle, record
+
+
+def _fit(source, method: str, bundle: CalibrationBundle, params: dict[str, Any], seed: int,
+         progress: bool) -> dict[str, Any]:
+    """Fit ``method`` on ``source`` into ``bundle``; returns the fitted calibrator's info."""
     if method in RECALIBRATION_METHODS:
         if bundle.recalibration is not None or bundle.conformal is not None:
             raise ValueError(f"the checkpoint is already calibrated ({bundle.describe()}); fit {method} "
@@ -82,9 +98,4 @@ def calibrate(source, method: str, *, bundle: CalibrationBundle | None = None, n
         stream = Stream(source, lambda b: (bundle.transform(b["logits"], b.get("image")), b["mask"]))
         conformal.fit(track(stream, f"calibrate {method}", enabled=progress))
         bundle.conformal, info = conformal, conformal.info()
-    record = {"method": method, "n_cal": len(source), "seconds": time.time() - start, "params": params,
-              "seed": seed, "info": info}
-    bundle.history.append(record)
-    bundle.meta = {"classes": list(source.class_names), "head": source.head, "ignore_index": source.ignore_index,
-                   "image_size": list(source.image_size)}
-    return bundle, record
+    return info

@@ -6,6 +6,7 @@ reads the file, applies dotted overrides, builds validated dataclasses and raise
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,16 +93,32 @@ class ExperimentConfig:
 
 
 def experiment_from_dict(data: dict, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Validated :class:`ExperimentConfig` from a nested dict plus dotted overrides."""
-    data = apply_overrides(dict(data), list(overrides or []))
+    """Validated :class:`ExperimentConfig` from a nested dict plus dotted overrides (``data`` is not modified)."""
+    data = apply_overrides(copy.deepcopy(data), list(overrides or []))
     return from_dict(ExperimentConfig, data).validate()
 
 
+def _blame(overrides: list[str], message: str) -> str:
+    """The override(s) an error message is about: those whose key the message names, else all of them."""
+    named = [o for o in overrides if o.partition("=")[0].strip() in message]
+    return " ".join(named or overrides)
+
+
 def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load a YAML experiment (or the defaults when ``path`` is None) and apply overrides."""
+    """Load a YAML experiment (or the defaults when ``path`` is None) and apply overrides.
+
+    Errors name their origin: the file when the file alone is invalid, else the override(s) at fault.
+    """
     base = load_yaml(path) if path is not None else {}
+    overrides = list(overrides or [])
+    where = f"{path}: " if path is not None else ""
+    try:
+        experiment_from_dict(base)
+    except ValueError as exc:
+        raise ValueError(f"{where}{exc}") from exc
     try:
         return experiment_from_dict(base, overrides)
     except ValueError as exc:
-        where = f"{path}: " if path is not None else ""
-        raise ValueError(f"{where}{exc}") from exc
+        if str(exc).startswith("override "):
+            raise
+        raise ValueError(f"override {_blame(overrides, str(exc))}: {exc}") from exc

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segcal.configio import atomic_write_text, load_yaml
+from segcal.configio import load_yaml
+from segcal.io.atomic import atomic_write_text
 from segcal.pipeline.bundle import save_bundle
 from segcal.pipeline.calibrate import calibrate
 from segcal.pipeline.config import ExperimentConfig, experiment_from_dict

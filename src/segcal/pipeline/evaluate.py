@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 
+from segcal.errors import no_labels
 from segcal.conformal.evaluation import MIN_TEST_LABELS, CoverageAccumulator, CoverageResult
 from segcal.conformal.quantile import COVERAGE_LEVELS, levels_from_alpha
-from segcal.configio import atomic_write_text
+from segcal.io.atomic import atomic_write_text
 from segcal.metrics.calibration import CalibrationMetrics
 from segcal.metrics.calibration_results import CalibrationResults
 from segcal.metrics.segmentation import SegmentationMetrics
@@ -31,7 +32,7 @@ from segcal.pipeline.bundle import CalibrationBundle
 from segcal.pipeline.evaluate_figures import SetExamples, write_figures
 from segcal.pipeline.evaluate_seg import quality_dict
 from segcal.pipeline.progress import track
-from segcal.pipeline.sources import Stream, describe
+from segcal.pipeline.sources import Stream, describe, source_name
 from segcal.stats.outputs import hard_labels
 
 SET_ALPHA = 0.1
@@ -74,9 +75,12 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
         metrics[recal.method] = _calibration_metrics(source, bins, boundary_width, class_maps)
     coverage = None if conformal is None else CoverageAccumulator(conformal, alphas, min_test_labels)
     examples = SetExamples(num_set_examples if conformal is not None else 0, set_alpha)
+    labelled = 0
 
     def step(batch: dict) -> None:
+        nonlocal labelled
         raw, labels = batch["logits"], batch["mask"]
+        labelled += int((labels != source.ignore_index).sum())
         metrics["uncalibrated"].update(raw, labels)
         final = raw if recal is None else recal(raw, batch.get("image"))
         if recal is not None:
@@ -88,6 +92,8 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
 
     for batch in track(Stream(source, lambda b: b), f"evaluate ({bundle.describe()})", enabled=progress):
         step(batch)
+    if labelled == 0:
+        raise no_labels(source.ignore_index, source_name(source))
 
     results = {}
     for label, metric in metrics.items():

@@ -1,13 +1,13 @@
 """Run a trained model over a DataLoader, batch by batch."""
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from segcal.configio import from_dict
+from segcal.io.checkpoint import read_checkpoint
 from segcal.models.lightning import SegModel
 from segcal.pipeline.config import ExperimentConfig
 from segcal.pipeline.progress import track
@@ -20,25 +20,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-UNREADABLE = (KeyError, TypeError, RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError)
-"""What ``torch.load`` / ``load_from_checkpoint`` raise for a file that is not a (segcal) checkpoint."""
-
-
-def checkpoint_file(checkpoint: str | Path) -> Path:
-    """``checkpoint`` as a path, ``FileNotFoundError`` naming it when it is missing."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return path
+def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> SegModel:
+    """The :class:`SegModel` of an already read checkpoint dict (see :func:`read_checkpoint`), on the CPU."""
+    try:
+        model = SegModel(**ckpt["hyper_parameters"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path}: not a segcal model checkpoint ({type(exc).__name__}: {exc})") from exc
+    return model
 
 
 def load_model(checkpoint: str | Path, device: str = "auto") -> SegModel:
-    """Load a :class:`SegModel` checkpoint in eval mode; errors name the file."""
-    path = checkpoint_file(checkpoint)
-    try:
-        model = SegModel.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    except UNREADABLE as exc:
-        raise ValueError(f"{path}: not a segcal model checkpoint ({exc})") from exc
+    """Load a :class:`SegModel` checkpoint (weights-only, never unpickling code) in eval mode; errors name
+    the file."""
+    model = model_from_checkpoint(read_checkpoint(checkpoint), checkpoint)
     return model.to(resolve_device(device)).eval()
 
 

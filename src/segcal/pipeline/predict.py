@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from segcal.data.files import write_png
+from segcal.io.atomic import atomic_write
 from segcal.pipeline.bundle import CalibrationBundle
 from segcal.pipeline.prediction_files import PredictionWriter
 from segcal.pipeline.progress import track
@@ -48,8 +49,8 @@ def predict(source, out_dir: str | Path, bundle: CalibrationBundle | None = None
                     size = sets[i].sum(0).to(torch.uint8)
                     extra = {"sets": sets[i].numpy(), "set_size": size.numpy()}
                     sizes.append(float(size.float().mean()))
-                    (out / "sets").mkdir(parents=True, exist_ok=True)
-                    write_png(out / "sets" / f"{name}.png", (set_colours(sets[i]) * 255).round().astype(np.uint8))
+                    rgb = (set_colours(sets[i]) * 255).round().astype(np.uint8)
+                    atomic_write(writer.path(f"sets/{name}.png"), lambda tmp: write_png(tmp, rgb))
                 writer.add(name, logits[i].numpy(), batch["mask"][i].numpy(), **extra)
                 count += 1
     summary = {"out": str(out), "num_images": count, "calibration": bundle.describe(), "alpha": alpha}

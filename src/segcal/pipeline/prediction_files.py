@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segcal.configio import atomic_write, atomic_write_text
+from segcal.io.atomic import atomic_write, atomic_write_text, staged_folder
 from segcal.data.files import find_images, read_mask, write_png
 from segcal.stats.outputs import PROB_SUM_TOL, check_batch, num_output_classes
 
@@ -146,11 +146,22 @@ def _read_label_map(path: Path) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _looks_like_probs(arr: np.ndarray, head: str) -> bool:
-    """Values in [0, 1] and, for softmax, channel sums within ``PROB_SUM_TOL`` of 1."""
+def detect_kind(arr: np.ndarray, head: str, path: Path) -> tuple[str, str]:
+    """``(kind, reason)`` for prediction ``arr [C, H, W]`` of a ``head`` model read from ``path``.
+
+    Values outside [0, 1] are logits; values in [0, 1] are probabilities when the head is sigmoid or the
+    channels sum to 1. Values in [0, 1] that do not sum to 1 under a softmax head are ambiguous: ``ValueError``.
+    """
     if arr.min() < 0 or arr.max() > 1:
-        return False
-    return head == "sigmoid" or bool(np.abs(arr.sum(axis=0) - 1).max() <= PROB_SUM_TOL)
+        return "logits", "detected: values outside [0, 1]"
+    if head == "sigmoid":
+        return "probs", "detected: values in [0, 1] under a sigmoid head"
+    deviation = float(np.abs(arr.sum(axis=0) - 1).max())
+    if deviation <= PROB_SUM_TOL:
+        return "probs", "detected: values in [0, 1] summing to 1 over the classes"
+    raise ValueError(f"{path}: cannot tell logits from probabilities: every value lies in [0, 1] but the "
+                     f"{arr.shape[0]} class values do not sum to 1 (off by up to {deviation:.3g}); pass --kind "
+                     "logits or --kind probs (kind=...), or --head sigmoid for independent per-class probabilities")
 
 
 class PredictionFolder:
@@ -198,8 +209,14 @@ class PredictionFolder:
         self.head = head or meta.get("head") or ("sigmoid" if first.shape[0] == 1 else "softmax")
         if self.head not in HEADS:
             raise ValueError(f"head must be 'softmax' or 'sigmoid', got {self.head!r}")
-        self.kind = kind if kind != "auto" else (meta.get("kind") or hint
-                                                 or ("probs" if _looks_like_probs(first, self.head) else "logits"))
+        if kind != "auto":
+            self.kind, self.kind_origin = kind, "given"
+        elif meta.get("kind"):
+            self.kind, self.kind_origin = meta["kind"], META_FILE
+        elif hint:
+            self.kind, self.kind_origin = hint, f"the file's {hint!r} key"
+        else:
+            self.kind, self.kind_origin = detect_kind(first, self.head, self._pairs[0][0])
         if self.kind not in KEYS:
             raise ValueError(f"{self.predictions / META_FILE}: kind must be 'logits' or 'probs', got {self.kind!r}")
         ignore = meta.get("ignore_index") if ignore_index is None else ignore_index
@@ -213,6 +230,11 @@ class PredictionFolder:
     @property
     def names(self) -> list[str]:
         return [p.stem for p, _ in self._pairs]
+
+    def summary(self) -> str:
+        """One line for the console: where, how many, and how kind and head were decided."""
+        return (f"{self.predictions}: {len(self)} predictions of {self.num_classes} classes "
+                f"{tuple(self.image_size)}, kind {self.kind} ({self.kind_origin}), head {self.head}")
 
     @property
     def num_channels(self) -> int:
@@ -271,10 +293,18 @@ class PredictionFolder:
                    "name": [self._pairs[i][0].stem for i in idx]}
 
 
-class PredictionWriter:
-    """Writes ``<folder>/<name>.npz`` (logits + extras), ``<folder>/masks/<name>.png`` and, last, meta.json.
+def is_prediction_folder(folder: Path) -> bool:
+    """``folder`` holds a ``meta.json`` or prediction files (what :class:`PredictionWriter` may replace)."""
+    return (folder / META_FILE).is_file() or bool(find_images(folder, PREDICTION_EXTS))
 
-    Use as a context manager (meta.json written only on normal exit) or call :meth:`close`.
+
+class PredictionWriter:
+    """Writes ``<name>.npz`` (logits + extras), ``masks/<name>.png`` and, last, ``meta.json`` into ``folder``.
+
+    Everything goes to a temporary sibling folder that replaces ``folder`` in one rename when the writer
+    closes normally; on an error or interrupt the temporary folder is removed and ``folder`` is untouched.
+    An existing non-empty ``folder`` is refused unless ``overwrite`` (and then only a prediction folder).
+    Use as a context manager, or call :meth:`close` / :meth:`abort`.
     """
 
     def __init__(self, folder: str | Path, *, classes: list[str], head: str, ignore_index: int = 255,
@@ -282,19 +312,31 @@ class PredictionWriter:
         if head not in HEADS:
             raise ValueError(f"head must be 'softmax' or 'sigmoid', got {head!r}")
         self.folder = Path(folder)
-        old = find_images(self.folder, PREDICTION_EXTS) if self.folder.is_dir() else {}
-        if old and not overwrite:
-            raise FileExistsError(f"{self.folder} already holds {len(old)} prediction file(s); refusing to "
-                                  "overwrite them (pick a new folder or pass overwrite)")
-        for stem, path in old.items():  # overwrite: drop stale predictions so the folder is one run
-            path.unlink()
-            for ext in MASK_EXTS:
-                (self.folder / "masks" / f"{stem}{ext}").unlink(missing_ok=True)
-        (self.folder / META_FILE).unlink(missing_ok=True)  # meta.json, written last, marks a finished folder
+        if self.folder.exists():
+            if not self.folder.is_dir():
+                raise FileExistsError(f"{self.folder} exists and is not a folder")
+            entries = [p for p in self.folder.iterdir() if not p.name.startswith(".")]
+            old = find_images(self.folder, PREDICTION_EXTS)
+            if entries and not overwrite:
+                what = f"{len(old)} prediction file(s)" if old else f"{len(entries)} file(s)"
+                raise FileExistsError(f"{self.folder} already holds {what}; refusing to overwrite them "
+                                      "(pick a new folder or pass overwrite / --overwrite)")
+            if entries and not is_prediction_folder(self.folder):
+                raise FileExistsError(f"{self.folder} is not a prediction folder (no {META_FILE}, no prediction "
+                                      "files); refusing to replace it, pick a new folder")
         self.classes, self.head, self.ignore_index = list(classes), head, ignore_index
         self.source = dict(source or {})
         self._shape: tuple[int, ...] | None = None
         self._names: set[str] = set()
+        self._staging = None
+        self._stage: Path | None = None
+
+    def path(self, relative: str | Path) -> Path:
+        """Where ``relative`` (e.g. ``sets/x.png``) is written now: inside the temporary folder."""
+        if self._stage is None:
+            self._staging = staged_folder(self.folder)
+            self._stage = self._staging.__enter__()
+        return self._stage / relative
 
     def add(self, name: str, logits: Any, mask: Any | None = None, **extra: Any) -> None:
         """Write logits ``[C, H, W]``, optional mask ``[H, W]`` and ``extra`` arrays for image ``name``."""
@@ -315,17 +357,27 @@ class PredictionWriter:
         m = None if mask is None else _numpy(mask)
         if m is not None and m.shape != arr.shape[1:]:
             raise ValueError(f"{name}: mask shape {m.shape} does not match logits [H, W] {arr.shape[1:]}")
-        write_prediction(self.folder / f"{name}.npz", arr, **extra)
+        write_prediction(self.path(f"{name}.npz"), arr, **extra)
         if m is not None:
-            atomic_write(self.folder / "masks" / f"{name}.png", lambda tmp: write_png(tmp, m))
+            atomic_write(self.path(f"masks/{name}.png"), lambda tmp: write_png(tmp, m))
         self._names.add(name)
 
     def close(self) -> None:
-        """Write meta.json (kind "logits", head, classes, ignore_index, image_size, source, count)."""
-        write_meta(self.folder, {"kind": "logits", "head": self.head, "classes": self.classes,
-                                 "ignore_index": self.ignore_index,
-                                 "image_size": list(self._shape[1:]) if self._shape else None,
-                                 "source": self.source, "count": len(self._names)})
+        """Write meta.json (kind "logits", head, classes, ignore_index, image_size, source, count) and move
+        the finished folder into place."""
+        write_meta(self.path("."), {"kind": "logits", "head": self.head, "classes": self.classes,
+                                    "ignore_index": self.ignore_index,
+                                    "image_size": list(self._shape[1:]) if self._shape else None,
+                                    "source": self.source, "count": len(self._names)})
+        staging, self._staging, self._stage = self._staging, None, None
+        staging.__exit__(None, None, None)
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Remove everything written so far; ``folder`` stays as it was."""
+        staging, self._staging, self._stage = self._staging, None, None
+        if staging is not None:
+            exc = exc or RuntimeError("prediction writing aborted")
+            staging.__exit__(type(exc), exc, exc.__traceback__)
 
     def __enter__(self) -> PredictionWriter:
         return self
@@ -333,3 +385,5 @@ class PredictionWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
+        else:
+            self.abort(exc)

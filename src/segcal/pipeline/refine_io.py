@@ -16,12 +16,11 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from segcal.configio import replace_folder, atomic_write_text
+from segcal.io.atomic import atomic_write_text, staged_folder
 from segcal.data.folder import FolderDataset
 from segcal.data.labels import CLASSES_FILE
 
@@ -86,18 +85,8 @@ def atomic_folders(outs: Sequence[Path], overwrite: bool = False) -> Iterator[li
     outs = [Path(o) for o in outs]
     for out in outs:
         check_new_folder(out, overwrite)
-    temps = []
-    try:
-        for out in outs:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            temps.append(Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-")))
-        yield temps
-        for tmp, out in zip(temps, outs):
-            replace_folder(tmp, out)
-    except BaseException:
-        for tmp in temps:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(staged_folder(out)) for out in outs]
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from segcal.configio import atomic_write_text
+from segcal.io.atomic import atomic_write_text
 from segcal.metrics.segmentation import QUALITY_METRICS, SegmentationMetrics
 from segcal.models.lightning import SegModel
 from segcal.pipeline.inference import experiment_of, load_model

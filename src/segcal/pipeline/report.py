@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from segcal.configio import atomic_write_text
+from segcal.io.atomic import atomic_write_text
 from segcal.pipeline.report_html import (Html, bullets, cards, esc, figure_grid, fmt, h3, info_block, join,
                                          kv_table, note, page, para, pre, section, table)
 from segcal.pipeline.report_inputs import (Evaluation, RunInputs, dig, figures_from, load_run, per_class, same_groups,

@@ -123,6 +123,14 @@ def describe(source) -> dict[str, Any]:
             "classes": list(source.class_names), "head": source.head}
 
 
+def source_name(source) -> str:
+    """How errors name a source: ``split 'cal' of CKPT`` or ``predictions DIR``."""
+    d = describe(source)
+    if d.get("split"):
+        return f"split {d['split']!r}" + (f" of {d['checkpoint']}" if d.get("checkpoint") else "")
+    return f"predictions {d.get('predictions')}"
+
+
 class Stream:
     """``fn(batch)`` for every batch of ``source``; ``len()`` is the number of batches (progress bars)."""
 

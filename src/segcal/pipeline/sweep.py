@@ -18,7 +18,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from segcal.configio import atomic_write_text
+from segcal.io.atomic import atomic_write_text
 from segcal.conformal.accumulate import ScoreBank
 from segcal.conformal.scores import class_scores, label_scores
 from segcal.conformal.sweep import AT_90, DEFAULT_N_CALS, calibration_sweep, summarise_sweep

@@ -5,7 +5,7 @@ Run directory layout::
     config.yaml            resolved experiment config
     manifests/<split>.txt  image names per split (train/val/cal/test)
     checkpoints/           epochNNN.ckpt every k epochs (all kept), best.ckpt, last.ckpt
-    logs/metrics.csv       per-epoch losses and metrics (CSV logger; TensorBoard/W&B optional)
+    logs/metrics.csv       per-epoch losses and metrics, kept whole across resumes (TensorBoard/W&B optional)
     figures/curves.png     train/val loss and validation metrics per epoch
     figures/samples.png    image / true mask / predicted mask for N validation images
     val_metrics.json       per-class Dice, IoU, recall, precision, accuracy of best.ckpt
@@ -24,14 +24,18 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 
-from segcal.configio import atomic_write_text, dump_yaml
+from segcal.configio import dump_yaml
+from segcal.io.atomic import atomic_write_text
 from segcal.data.datamodule import build_datamodule
 from segcal.data.transforms import denormalize
 from segcal.models.lightning import SegModel
 from segcal.pipeline.config import ExperimentConfig
+from segcal.io.checkpoint import read_checkpoint
 from segcal.pipeline.evaluate_seg import evaluate_segmentation_model
+from segcal.pipeline.inference import load_model
+from segcal.pipeline.training_log import ResumableCSVLogger, trim_log
 from segcal.plots.training import plot_curves, plot_samples, read_metrics_csv
 
 
@@ -63,13 +67,36 @@ def new_run_dir(cfg: ExperimentConfig) -> Path:
 
 
 def _logger(cfg: ExperimentConfig, run_dir: Path):
+    csv_logger = ResumableCSVLogger(run_dir)
     if cfg.train.logger == "tensorboard":
-        return [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="tb", version="")]
+        return [csv_logger, TensorBoardLogger(run_dir, name="tb", version="")]
     if cfg.train.logger == "wandb":
         from lightning.pytorch.loggers import WandbLogger
 
-        return [CSVLogger(run_dir, name="logs", version=""), WandbLogger(name=cfg.name, save_dir=str(run_dir))]
-    return CSVLogger(run_dir, name="logs", version="")
+        return [csv_logger, WandbLogger(name=cfg.name, save_dir=str(run_dir))]
+    return csv_logger
+
+
+def check_resume(checkpoint: str | Path) -> tuple[int, int]:
+    """``(epoch, global_step)`` stored in resume checkpoint ``checkpoint``, read safely; a damaged file gets one error that
+    names the newest readable checkpoint next to it."""
+    try:
+        ckpt = read_checkpoint(checkpoint)
+        if "state_dict" not in ckpt or "epoch" not in ckpt:
+            raise ValueError(f"{checkpoint}: not a training checkpoint (no state_dict / epoch)")
+    except ValueError as exc:
+        folder = Path(checkpoint).parent
+        others = sorted((p for p in folder.glob("*.ckpt") if p != Path(checkpoint)),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+        for other in others:
+            try:
+                read_checkpoint(other)
+            except ValueError:
+                continue
+            raise ValueError(f"cannot resume: {exc}; the newest readable checkpoint there is {other} "
+                             f"(resume with --resume {other})") from exc
+        raise ValueError(f"cannot resume: {exc}") from exc
+    return int(ckpt["epoch"]), int(ckpt.get("global_step", 0))
 
 
 def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> TrainResult:
@@ -77,9 +104,12 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> TrainResu
     start = time.time()
     if run_dir is None and os.environ.get("LOCAL_RANK", "0") != "0" and RUN_DIR_ENV in os.environ:
         run_dir = os.environ[RUN_DIR_ENV]  # a DDP worker launched by rank 0: share its run directory
+    resumed = check_resume(cfg.train.resume) if cfg.train.resume else None
     if run_dir is None:
         run_dir = Path(cfg.train.resume).parent.parent if cfg.train.resume else new_run_dir(cfg)
     run_dir = Path(run_dir)
+    if resumed is not None and os.environ.get("LOCAL_RANK", "0") == "0":
+        trim_log(run_dir / "logs" / "metrics.csv", *resumed)  # rows after the checkpoint are logged again
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())  # inherited by the processes Lightning launches
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -113,7 +143,7 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> TrainResu
         enable_progress_bar=cfg.train.progress, log_every_n_steps=1, default_root_dir=run_dir,
         enable_model_summary=False,
     )
-    trainer.fit(model, datamodule=dm, ckpt_path=cfg.train.resume)
+    trainer.fit(model, datamodule=dm, ckpt_path=cfg.train.resume, weights_only=True)
 
     best_path = Path(best.best_model_path) if best.best_model_path else ckpt_dir / "last.ckpt"
     if not trainer.is_global_zero:  # under DDP only rank 0 writes the figures and val_metrics.json
@@ -122,7 +152,7 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> TrainResu
     metrics_csv = run_dir / "logs" / "metrics.csv"
     if metrics_csv.is_file():
         plot_curves(read_metrics_csv(metrics_csv), figures / "curves.png")
-    best_model = SegModel.load_from_checkpoint(best_path, map_location="cpu", weights_only=False).eval()
+    best_model = load_model(best_path, "cpu")
     val = evaluate_segmentation_model(best_model, dm.dataloader("val"), progress=cfg.train.progress)
     val["checkpoint"] = str(best_path)
     atomic_write_text(run_dir / "val_metrics.json", json.dumps(val, indent=2))

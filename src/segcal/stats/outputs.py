@@ -25,6 +25,20 @@ Kind = Literal["logits", "probs"]
 PROB_SUM_TOL = 1e-3
 
 
+def as_tensor(x: object, name: str) -> torch.Tensor:
+    """``x`` as a tensor: tensors pass through, NumPy arrays are wrapped without a copy; anything else is a
+    ``ValueError`` naming ``name``."""
+    if isinstance(x, torch.Tensor):
+        return x
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        np = None
+    if np is not None and isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    raise ValueError(f"{name} must be a torch.Tensor or a NumPy array, got {type(x).__name__}")
+
+
 def num_output_classes(channels: int, head: Head) -> int:
     """Number of classes represented by ``channels`` output channels of a ``head``."""
     return 2 if (head == "sigmoid" and channels == 1) else channels
@@ -87,6 +101,10 @@ def check_batch(
     if labels.ndim != 3:
         raise ValueError(f"labels must have shape [N, H, W], got {tuple(labels.shape)}")
     n, c, h, w = preds.shape
+    if c == 1 and head == "softmax":
+        expected = f" (expected num_classes={num_classes} channels)" if num_classes is not None else ""
+        raise ValueError(f"{name} has 1 channel: a softmax over one class is constant; for a binary model with a "
+                         f"single output channel pass head='sigmoid' (--head sigmoid){expected}")
     if tuple(labels.shape) != (n, h, w):
         raise ValueError(
             f"shape mismatch: {name} is {tuple(preds.shape)} but labels are {tuple(labels.shape)}"

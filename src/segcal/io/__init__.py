@@ -1,0 +1,1 @@
+"""Files in and out: atomic writers, output locks, safe checkpoint reading."""
