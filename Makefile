@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.segcal-installed
 
-.PHONY: setup demo demo-quick test bench clean
+.PHONY: setup demo demo-quick test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ demo-quick: setup
 	$(BIN)/segcal demo --quick
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: setup  # the long checks (subprocesses, kills, concurrent runs); CI runs them after `make test`
+	$(BIN)/python -m pytest -q -m slow
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

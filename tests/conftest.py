@@ -47,11 +47,17 @@ def _umount(path) -> None:
 
 @pytest.fixture
 def full_disk(tmp_path):
-    """A 256 KiB tmpfs (needs root and mount rights; skipped otherwise): writes beyond that fail with ENOSPC."""
+    """An empty folder on a nearly full tmpfs (needs root and mount rights; skipped otherwise): writes of more
+    than a few KiB fail with ENOSPC."""
+    import shutil
+
     mnt = tmp_path / "full"
-    if not _mount_tmpfs(mnt, "size=256k"):
+    if not _mount_tmpfs(mnt, "size=1m"):
         pytest.skip("needs root and tmpfs mounts for a small full disk")
-    yield mnt
+    out = mnt / "out"
+    out.mkdir()
+    (mnt / "filler").write_bytes(b"\0" * (shutil.disk_usage(mnt).free - 16 * 1024))
+    yield out
     _umount(mnt)
 
 

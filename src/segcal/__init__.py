@@ -5,16 +5,35 @@ batches ``[N, C, H, W]`` / ``[N, H, W]``::
 
     from segcal import CalibrationMetrics, TemperatureScaling, KandinskyCalibrator
     m = CalibrationMetrics(num_classes=2, kind="logits"); m.update(logits, labels); m.compute()
+
+The names below are imported on first use, so ``import segcal`` (and the ``segcal`` command's
+``--help``) stays fast.
 """
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from segcal.calibrators import (LocalTemperatureScaling, SelectiveScaling, TemperatureScaling,  # noqa: E402
-                                VectorScaling)
-from segcal.conformal import (ImagewiseCalibrator, KandinskyCalibrator, PixelwiseCalibrator,  # noqa: E402
-                              evaluate_coverage)
-from segcal.metrics import CalibrationMetrics, SegmentationMetrics  # noqa: E402
+_EXPORTS = {
+    "CalibrationMetrics": "segcal.metrics", "SegmentationMetrics": "segcal.metrics",
+    "TemperatureScaling": "segcal.calibrators", "VectorScaling": "segcal.calibrators",
+    "SelectiveScaling": "segcal.calibrators", "LocalTemperatureScaling": "segcal.calibrators",
+    "PixelwiseCalibrator": "segcal.conformal", "ImagewiseCalibrator": "segcal.conformal",
+    "KandinskyCalibrator": "segcal.conformal", "evaluate_coverage": "segcal.conformal",
+}
 
-__all__ = ["CalibrationMetrics", "SegmentationMetrics", "TemperatureScaling", "VectorScaling", "SelectiveScaling",
-           "LocalTemperatureScaling", "PixelwiseCalibrator", "ImagewiseCalibrator", "KandinskyCalibrator",
-           "evaluate_coverage", "__version__"]
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'segcal' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

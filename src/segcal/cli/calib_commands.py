@@ -24,9 +24,9 @@ CALIBRATION_COLUMNS = (("ece", "ECE"), ("adaptive_ece", "adaptive ECE"), ("mce",
 @contextmanager
 def writing(target: Path, folder: bool = False) -> Iterator[Path]:
     """Lock output ``target`` against concurrent segcal runs and check it is writable before any work."""
-    from segcal.io.atomic import check_writable, output_lock
+    from segcal.io.atomic import check_writable, new_dirs_removed_on_failure, output_lock
 
-    with output_lock(target):
+    with new_dirs_removed_on_failure(target if folder else target.parent), output_lock(target):
         check_writable(target if folder else target.parent)
         yield target
 

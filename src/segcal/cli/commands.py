@@ -46,6 +46,7 @@ def train(args: argparse.Namespace) -> int:
     from segcal.pipeline.train import train as run_train
 
     overrides = list(args.overrides) + ([f"train.resume={args.resume}"] if args.resume else [])
+    overrides += ["train.progress=false"] if args.no_progress else []
     cfg = load_experiment(resolve_config(args.config), overrides)
     result = run_train(cfg, args.run_dir)
     out.print(metrics_table(result.val_metrics, f"Validation ({result.best_checkpoint.name})"))

@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(see `segcal configs`).")
     p.add_argument("config", metavar="CONFIG", help="YAML experiment config file or built-in config name")
     p.add_argument("--run-dir", metavar="DIR", help="write the run here (default: <output_dir>/<name>/<time>)")
-    p.add_argument("--resume", metavar="CKPT", help="resume training from a checkpoint")
+    p.add_argument("--resume", metavar="CKPT", help="resume training from a checkpoint (its run directory's "
+                   "logs/metrics.csv is continued, not restarted)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars (= train.progress=false)")
     _add_overrides(p)
     p.set_defaults(func=commands.train)
 

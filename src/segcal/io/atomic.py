@@ -248,6 +248,22 @@ def output_lock(target: str | os.PathLike) -> Iterator[Path]:
             lock.unlink(missing_ok=True)
 
 
+@contextmanager
+def new_dirs_removed_on_failure(path: str | os.PathLike) -> Iterator[None]:
+    """On an error inside, remove the folders above and at ``path`` that did not exist before and are empty."""
+    path = Path(path).absolute()
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for folder in missing:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
 def check_writable(folder: str | os.PathLike) -> Path:
     """Create ``folder`` if needed and check a file can be written there, before long work starts."""
     folder = Path(folder)

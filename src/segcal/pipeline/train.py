@@ -23,6 +23,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -32,7 +33,7 @@ from segcal.data.datamodule import build_datamodule
 from segcal.data.transforms import denormalize
 from segcal.models.lightning import SegModel
 from segcal.pipeline.config import ExperimentConfig
-from segcal.io.checkpoint import read_checkpoint
+from segcal.io.checkpoint import read_checkpoint, write_checkpoint
 from segcal.pipeline.evaluate_seg import evaluate_segmentation_model
 from segcal.pipeline.inference import load_model
 from segcal.pipeline.training_log import ResumableCSVLogger, trim_log
@@ -66,6 +67,14 @@ def new_run_dir(cfg: ExperimentConfig) -> Path:
     return run_dir
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written like every segcal output: a unique temporary sibling, then a rename
+    (Lightning's default writes to the system temp folder and copies across filesystems)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        write_checkpoint(checkpoint, path)
+
+
 def _logger(cfg: ExperimentConfig, run_dir: Path):
     csv_logger = ResumableCSVLogger(run_dir)
     if cfg.train.logger == "tensorboard":
@@ -77,6 +86,21 @@ def _logger(cfg: ExperimentConfig, run_dir: Path):
     return csv_logger
 
 
+def _newest_readable(damaged: Path) -> Path | None:
+    """The readable training checkpoint next to ``damaged`` with the most optimiser steps (periodic ones first)."""
+    found = []
+    for path in damaged.parent.glob("*.ckpt"):
+        if path == damaged:
+            continue
+        try:
+            ckpt = read_checkpoint(path)
+        except (ValueError, OSError):
+            continue
+        if "state_dict" in ckpt and "epoch" in ckpt:
+            found.append((int(ckpt.get("global_step", 0)), path.name.startswith("epoch"), path))
+    return max(found)[2] if found else None
+
+
 def check_resume(checkpoint: str | Path) -> tuple[int, int]:
     """``(epoch, global_step)`` stored in resume checkpoint ``checkpoint``, read safely; a damaged file gets one error that
     names the newest readable checkpoint next to it."""
@@ -85,17 +109,9 @@ def check_resume(checkpoint: str | Path) -> tuple[int, int]:
         if "state_dict" not in ckpt or "epoch" not in ckpt:
             raise ValueError(f"{checkpoint}: not a training checkpoint (no state_dict / epoch)")
     except ValueError as exc:
-        folder = Path(checkpoint).parent
-        others = sorted((p for p in folder.glob("*.ckpt") if p != Path(checkpoint)),
-                        key=lambda p: p.stat().st_mtime, reverse=True)
-        for other in others:
-            try:
-                read_checkpoint(other)
-            except ValueError:
-                continue
-            raise ValueError(f"cannot resume: {exc}; the newest readable checkpoint there is {other} "
-                             f"(resume with --resume {other})") from exc
-        raise ValueError(f"cannot resume: {exc}") from exc
+        best = _newest_readable(Path(checkpoint))
+        hint = f"; the newest readable checkpoint there is {best} (resume with --resume {best})" if best else ""
+        raise ValueError(f"cannot resume: {exc}{hint}") from exc
     return int(ckpt["epoch"]), int(ckpt.get("global_step", 0))
 
 
@@ -141,7 +157,7 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> TrainResu
         limit_train_batches=None if cfg.train.limit_train_batches == 1.0 else cfg.train.limit_train_batches,
         deterministic=cfg.train.deterministic,
         enable_progress_bar=cfg.train.progress, log_every_n_steps=1, default_root_dir=run_dir,
-        enable_model_summary=False,
+        enable_model_summary=False, plugins=[AtomicCheckpointIO()],
     )
     trainer.fit(model, datamodule=dm, ckpt_path=cfg.train.resume, weights_only=True)
 
