@@ -96,7 +96,7 @@ def worker_memory(n: int, mode: str) -> dict:
     if mode == "histogram":
         cp = PixelwiseCalibrator(2, mode="histogram").fit(timed_stream(n, gen))
         cp.thresholds(0.1)
-        stored = cp.scores.counts.numel() * cp.scores.counts.element_size()
+        stored = cp.scores_.counts.numel() * cp.scores_.counts.element_size()
     else:  # store every score (exact mode), no thresholds
         acc = ScoreAccumulator(2, mode="exact", max_exact_scores=2**62)
         for logits, labels in timed_stream(n, gen):

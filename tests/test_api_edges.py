@@ -44,7 +44,7 @@ def test_one_channel_softmax_points_to_the_sigmoid_head():
     with pytest.raises(ValueError, match="head='sigmoid'"):
         ImagewiseCalibrator().fit([(logits[:, :1], labels)])
     cp = ImagewiseCalibrator(head="sigmoid").fit([(logits[:, :1], labels)])  # the fix the message names
-    assert cp.num_classes == 2
+    assert cp.num_classes_ == 2
 
 
 @pytest.mark.parametrize("alpha", [0.5, 0.3, 0.2, 0.1, 0.05, 0.01, 0.07])

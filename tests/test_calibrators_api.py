@@ -4,6 +4,8 @@ import io
 import pytest
 import torch
 
+from segcal.estimator import NotFittedError
+
 from segcal.calibrators.registry import CALIBRATORS, load_calibrator, make_calibrator
 from segcal.calibrators.sampling import CropSample, PixelSample, reservoir_slots
 from segcal.calibrators.stream import CalibrationStream
@@ -33,7 +35,7 @@ def test_state_dict_round_trip_gives_identical_outputs(method):
     assert type(clone) is type(cal) and clone.get_params() == cal.get_params()
     logits = random_batches(num_batches=1, seed=9)[0][0]
     assert torch.equal(clone(logits), cal(logits))
-    assert clone.info == cal.info
+    assert clone.info_ == cal.info_
 
 
 @pytest.mark.parametrize("method", sorted(CALIBRATORS))
@@ -99,9 +101,9 @@ def test_channel_count_must_stay_the_same_across_batches():
 
 def test_transform_checks_fit_and_shape():
     cal = quick("temperature")
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         cal(torch.zeros(1, C, 2, 2))
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         cal.state_dict()
     cal.fit(random_batches())
     with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):

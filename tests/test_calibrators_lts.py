@@ -90,4 +90,4 @@ def test_epoch_selection_needs_two_images_unless_disabled():
     with pytest.raises(ValueError, match="val_fraction=0"):
         LocalTemperatureScaling(epochs=1).fit([batch[:2]])
     cal = LocalTemperatureScaling(epochs=2, val_fraction=0).fit([batch[:2]])
-    assert cal.info["val_crops"] == 1 and len(cal.info["val_nll"]) == 3
+    assert cal.info_["val_crops"] == 1 and len(cal.info_["val_nll"]) == 3

@@ -37,9 +37,9 @@ def top_label_ece(logits, labels):
 
 def test_selective_scaling_lowers_ece_of_an_overconfident_model_below_ts():
     cal = SelectiveScaling(**FAST).fit(overconfident_stream())
-    metrics = cal.validation_metrics
+    metrics = cal.validation_metrics_
     assert metrics["balanced_accuracy"] > 0.9 and metrics["wrong_recall"] > 0.9
-    assert cal.fitted_t2 == T2_MAX  # flagged pixels are ~80% wrong: accuracy 0.2 < 1/C
+    assert cal.t2_ == T2_MAX  # flagged pixels are ~80% wrong: accuracy 0.2 < 1/C
     logits, labels = (torch.cat(x) for x in zip(*overconfident_stream(seed=1)))
     ts = TemperatureScaling().fit(overconfident_stream())
     uncalibrated, after_ts, after_selective = (top_label_ece(z, labels) for z in (logits, ts(logits), cal(logits)))
@@ -58,7 +58,7 @@ def test_selective_scaling_never_changes_the_argmax(t2):
     out = cal(logits)
     assert torch.equal(out.argmax(1), logits.argmax(1))
     flagged = cal.flag_wrong(logits).unsqueeze(1)
-    assert torch.equal(out, torch.where(flagged, logits / cal.fitted_t2, logits))
+    assert torch.equal(out, torch.where(flagged, logits / cal.t2_, logits))
 
 
 def test_binary_sigmoid_head_keeps_the_decision():
@@ -100,9 +100,9 @@ def test_first_layer_starts_at_identity():
 
 def test_validation_holds_out_whole_images_and_history_is_kept():
     cal = SelectiveScaling(epochs=3, val_fraction=0.25).fit(overconfident_stream(num_batches=1, n=8))
-    assert cal.validation_metrics["pixels"] == 2 * 16 * 16
-    assert len(cal.info["history"]) == 3
-    assert 1 <= cal.validation_metrics["best_epoch"] <= 3
+    assert cal.validation_metrics_["pixels"] == 2 * 16 * 16
+    assert len(cal.info_["history"]) == 3
+    assert 1 <= cal.validation_metrics_["best_epoch"] <= 3
 
 
 def test_fit_is_reproducible_with_a_seed():

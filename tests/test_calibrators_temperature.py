@@ -23,10 +23,10 @@ def tempered_stream(temperature, num_batches=4, n=8, c=5, size=32, seed=0, scale
 @pytest.mark.parametrize("t_true", [0.5, 2.5])
 def test_temperature_scaling_recovers_known_temperature(t_true):
     cal = TemperatureScaling().fit(tempered_stream(t_true))
-    assert cal.temperature.shape == (1,)
-    assert abs(cal.temperature.item() / t_true - 1) < 0.02
-    assert cal.info["nll_after"] < cal.info["nll_before"]
-    assert cal.info["pixels"] == 4 * 8 * 32 * 32
+    assert cal.temperature_.shape == (1,)
+    assert abs(cal.temperature_.item() / t_true - 1) < 0.02
+    assert cal.info_["nll_after"] < cal.info_["nll_before"]
+    assert cal.info_["pixels"] == 4 * 8 * 32 * 32
 
 
 def test_binary_sigmoid_temperature_is_recovered():
@@ -37,14 +37,14 @@ def test_binary_sigmoid_temperature_is_recovered():
         labels = torch.bernoulli(torch.sigmoid(z[:, 0]), generator=g).long()
         batches.append((z * 1.8, labels))
     cal = TemperatureScaling(head="sigmoid").fit(batches)
-    assert abs(cal.temperature.item() / 1.8 - 1) < 0.02
+    assert abs(cal.temperature_.item() / 1.8 - 1) < 0.02
 
 
 def test_vector_scaling_recovers_per_class_temperatures_roughly():
     t_true = torch.tensor([0.7, 1.0, 1.5, 2.0, 3.0])
     cal = VectorScaling().fit(tempered_stream(t_true, num_batches=6))
-    assert cal.temperature.shape == (5,)
-    assert torch.allclose(cal.temperature, t_true, rtol=0.1)
+    assert cal.temperature_.shape == (5,)
+    assert torch.allclose(cal.temperature_, t_true, rtol=0.1)
 
 
 def test_temperature_and_equal_vector_temperatures_keep_the_argmax():
@@ -69,8 +69,8 @@ def test_multichannel_sigmoid_head_fits_one_temperature_per_channel():
         z = (F.one_hot(labels, 3).movedim(-1, 1).float() * 2 - 1) * 6 + torch.randn(4, 3, 16, 16, generator=g)
         batches.append((z, labels))
     cal = VectorScaling(head="sigmoid").fit(batches)
-    assert cal.temperature.shape == (3,)
-    assert cal.info["nll_after"] <= cal.info["nll_before"]
+    assert cal.temperature_.shape == (3,)
+    assert cal.info_["nll_after"] <= cal.info_["nll_before"]
 
 
 def test_ignored_pixels_do_not_influence_the_fit():
@@ -85,8 +85,8 @@ def test_ignored_pixels_do_not_influence_the_fit():
 
     with_junk = TemperatureScaling().fit(with_ignored_rows(lambda x: torch.randn_like(x) * 100))
     with_zeros = TemperatureScaling().fit(with_ignored_rows(torch.zeros_like))
-    assert with_junk.info["pixels"] == 2 * 8 * 24 * 32
-    assert torch.equal(with_junk.temperature, with_zeros.temperature)
+    assert with_junk.info_["pixels"] == 2 * 8 * 24 * 32
+    assert torch.equal(with_junk.temperature_, with_zeros.temperature_)
 
 
 def test_mean_nll_matches_torch_losses_for_both_heads():

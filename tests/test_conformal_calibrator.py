@@ -53,7 +53,7 @@ def test_probs_input_matches_logits_for_moderate_scores():
     logits, labels = data(seed=2)
     probs = torch.softmax(logits, 1)
     a = ImagewiseCalibrator(2).fit(batches(logits, labels))
-    b = ImagewiseCalibrator(2).fit(batches(probs, labels), kind="probs")
+    b = ImagewiseCalibrator(2, kind="probs").fit(batches(probs, labels))
     assert torch.allclose(a.thresholds(0.3), b.thresholds(0.3), atol=1e-6)
 
 
@@ -61,8 +61,8 @@ def test_ignore_index_pixels_are_not_calibration_scores():
     logits, labels = data(seed=3)
     labels[:, :2] = 255
     cp = PixelwiseCalibrator(2).fit(batches(logits, labels))
-    assert int(cp.scores.group_counts().view(2, 6, 8)[:, :2].sum()) == 0
-    assert cp.fallback_pixels.tolist() == [16, 16]  # they fall back to the image level
+    assert int(cp.scores_.group_counts().view(2, 6, 8)[:, :2].sum()) == 0
+    assert cp.fallback_pixels_.tolist() == [16, 16]  # they fall back to the image level
 
 
 def test_fallback_never_nan_and_counted():
@@ -70,14 +70,14 @@ def test_fallback_never_nan_and_counted():
     labels[:, 0, 0] = 0  # class 1 never seen at pixel (0, 0)
     cp = PixelwiseCalibrator(2).fit(batches(logits, labels))
     image = ImagewiseCalibrator(2).fit(batches(logits, labels))
-    assert cp.fallback_pixels.tolist() == [0, 1]
+    assert cp.fallback_pixels_.tolist() == [0, 1]
     curves = cp.nc_curves()
     assert not torch.isnan(curves).any()
     assert torch.equal(curves[:, 1, 0, 0], image.nc_curves()[:, 1, 0, 0])
     # a class never seen anywhere: trivial thresholds, still no NaN
     never = PixelwiseCalibrator(3).fit([(torch.cat([logits, torch.zeros(20, 1, 6, 8) - 5], 1), labels)])
     assert not torch.isnan(never.nc_curves()).any()
-    assert bool((never.thresholds(0.1)[2] == 1.0).all()) and never.fallback_pixels[2] == 48
+    assert bool((never.thresholds(0.1)[2] == 1.0).all()) and never.fallback_pixels_[2] == 48
 
 
 def test_fallback_for_a_group_that_never_saw_a_class():
@@ -90,7 +90,7 @@ def test_fallback_for_a_group_that_never_saw_a_class():
         logits, labels = data(seed=5)
         labels[:, 3:] = 0  # class 1 never seen in the lower group
         cp = ConformalCalibrator("test-rows", 2).fit(batches(logits, labels))
-        assert cp.fallback_pixels.tolist() == [0, 24]
+        assert cp.fallback_pixels_.tolist() == [0, 24]
         thr = cp.thresholds(0.1)
         image = ImagewiseCalibrator(2).fit([(logits[0::2], labels[0::2])]).thresholds(0.1)
         assert not torch.isnan(thr).any() and torch.equal(thr[1, 3:], image[1, 3:])
@@ -120,7 +120,7 @@ def test_fit_bank_equals_streaming_fit():
     bank = ScoreBank(2, (6, 8), *label_scores(logits, labels))
     a = KandinskyCalibrator("kmeans", 2).fit(batches(logits, labels, 3))
     b = KandinskyCalibrator("kmeans", 2).fit_bank(bank)
-    assert torch.equal(a.group_map, b.group_map) and torch.equal(a.nc_curves(), b.nc_curves())
+    assert torch.equal(a.group_map_, b.group_map_) and torch.equal(a.nc_curves(), b.nc_curves())
 
 
 def test_bad_input_raises_clear_errors():

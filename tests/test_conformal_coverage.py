@@ -33,7 +33,7 @@ def split_coverage(planted, margins, noise, methods, splits, n_cal=25, pool=50, 
             acc = CoverageAccumulator(cp, [ALPHA], min_test_labels=1)
             acc.update_scores(scores[test], labels[test])
             cov[name].append(acc.compute().class_coverage[0])
-            n_pixel = cp.scores.group_counts().gather(1, cp.group_map.flatten(1)).double()  # [C, P]
+            n_pixel = cp.scores_.group_counts().gather(1, cp.group_map_.flatten(1)).double()  # [C, P]
             m = acc.counts.flatten(1).double()
             bound[name].append(1 - ALPHA + (m / (n_pixel + 1)).sum(1) / m.sum(1))
     return ({m: torch.stack(v).mean(0) for m, v in cov.items()},

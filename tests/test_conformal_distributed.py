@@ -35,9 +35,9 @@ def worker(rank, world, init_file, out_dir):
             acc.update(test_l, test_y)
             res = acc.all_reduce().compute()
             out[mode] = {"curves": cp.nc_curves(), "coverage": res.coverage, "images": res.num_test_images,
-                         "n_cal": cp.n_cal}
+                         "n_cal": cp.n_cal_}
         grouped = ConformalCalibrator("test-dist-halves", 2).fit([(cal_l, cal_y)])
-        out["grouped_parts"] = grouped.num_images
+        out["grouped_parts"] = grouped.images_per_part_
         if rank == 0:
             torch.save(out, os.path.join(out_dir, "rank0.pt"))
     finally:

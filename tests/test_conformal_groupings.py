@@ -22,11 +22,11 @@ def test_kmeans_recovers_planted_blocks():
     planted = block_map((12, 16))
     logits, labels = planted_logits(60, planted, MARGINS, NOISE, seed=0)
     cp = KandinskyCalibrator("kmeans", 2, num_groups=4).fit([(logits, labels)])
-    assert cp.num_groups == 4 and cp.num_images == {"cal": 30, "fit": 30}
+    assert cp.num_groups_ == 4 and cp.images_per_part_ == {"cal": 30, "fit": 30}
     for c in range(2):
-        assert ari(cp.group_map[c], planted) > 0.95
+        assert ari(cp.group_map_[c], planted) > 0.95
     # groups are ordered by curve level: group 0 = most confident (largest planted margin)
-    assert cp.group_map[1][planted == 3].mode().values.item() == 0
+    assert cp.group_map_[1][planted == 3].mode().values.item() == 0
 
 
 def test_annuli_recover_planted_rings():
@@ -34,7 +34,7 @@ def test_annuli_recover_planted_rings():
     logits, labels = planted_logits(40, planted, MARGINS, NOISE, seed=1)
     cp = KandinskyCalibrator("annuli", 2).fit([(logits, labels)])
     for c in range(2):
-        assert ari(cp.group_map[c], planted) > 0.9
+        assert ari(cp.group_map_[c], planted) > 0.9
 
 
 def test_annuli_parameters_are_sorted_and_seeded():
@@ -56,8 +56,8 @@ def test_custom_grouping_is_one_function():
     try:
         logits, labels = planted_logits(10, block_map((4, 6)), MARGINS, NOISE, seed=2)
         cp = ConformalCalibrator("test-halves", 2).fit([(logits, labels)])
-        assert cp.num_groups == 2 and cp.method == "kandinsky-test-halves"
-        assert cp.group_map[0].tolist() == [[0, 0, 0, 1, 1, 1]] * 4
+        assert cp.num_groups_ == 2 and cp.method == "kandinsky-test-halves"
+        assert cp.group_map_[0].tolist() == [[0, 0, 0, 1, 1, 1]] * 4
     finally:
         GROUPINGS.pop("test-halves")
     with pytest.raises(ValueError, match="grouping must be one of"):
@@ -91,8 +91,8 @@ def test_data_driven_number_of_groups():
     logits, labels = planted_logits(120, planted, margins, noise, seed=5)
     cp = KandinskyCalibrator("kmeans", 2, num_groups="auto", group_candidates=(1, 2, 8)).fit([(logits, labels)])
     assert cp.method == "kandinsky-auto"
-    assert set(cp.selection) == {1, 2, 8}
-    assert cp.num_groups == 8 and min(cp.selection, key=cp.selection.get) == 8
-    assert cp.num_images == {"cal": 60, "fit": 30, "val": 30}
+    assert set(cp.group_selection_) == {1, 2, 8}
+    assert cp.num_groups_ == 8 and min(cp.group_selection_, key=cp.group_selection_.get) == 8
+    assert cp.images_per_part_ == {"cal": 60, "fit": 30, "val": 30}
     with pytest.raises(ValueError, match="fixed number of groups"):
         KandinskyCalibrator("annuli", num_groups="auto")

@@ -60,7 +60,7 @@ def test_exact_imagewise_and_groups_equal_direct_sort():
     cal = torch.arange(30) % 2 == 0  # images of the threshold part (the other half fitted the groups)
     thr = km.thresholds(0.1)
     for c in range(2):
-        gmap = km.group_map[c]
+        gmap = km.group_map_[c]
         for g in gmap.unique():
             member = (gmap == g).expand(30, -1, -1) & (y == c) & cal.view(-1, 1, 1)
             assert bool((thr[c][gmap == g] == sort_based_quantile(s[member], 0.9)).all())

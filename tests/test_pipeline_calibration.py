@@ -61,7 +61,7 @@ def test_evaluate_shows_before_and_after(run, temperature_ckpt, capsys):
 
 def test_conformal_on_top_of_recalibration(run, conformal_ckpt, capsys):
     bundle = load_bundle(conformal_ckpt)
-    assert bundle.recalibration.method == "temperature" and bundle.conformal.num_groups == 2
+    assert bundle.recalibration.method == "temperature" and bundle.conformal.num_groups_ == 2
     state = read_checkpoint(conformal_ckpt)["segcal"]["conformal"]
     assert tuple(state["nc_curves"].shape) == (100, 3, 32, 32) and tuple(state["nc_levels"].shape) == (100,)
     assert tuple(state["n_per_group"].shape) == (3, 2) and int(state["n_per_group"].sum()) > 0
@@ -113,7 +113,7 @@ def test_calibrate_and_evaluate_from_saved_predictions_only(run, tmp_path):
     assert _cli("calibrate", "--predictions", cal, "--method", "temperature") == 0  # the folder still reads
     assert _cli("evaluate", calib, "--predictions", test, "--out", tmp_path / "ev") == 0
     result = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
-    assert result["conformal"]["method"] == "imagewise" and result["source"]["predictions"] == str(test)
+    assert result["conformal"]["method"] == "image" and result["source"]["predictions"] == str(test)
 
 
 def test_calibration_file_without_model_needs_predictions(run, tmp_path, capsys):

@@ -10,25 +10,26 @@ plain dict (hyper-parameters, fitted tensors on the CPU, fit diagnostics) that
 """
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
 
-from segcal.calibrators.sampling import PixelSample
+from segcal.calibrators.sampling import PixelSample, distributed
 from segcal.calibrators.stream import CalibrationStream, Progress
-from segcal.stats.outputs import Head
+from segcal.estimator import Estimator
+from segcal.stats.outputs import Head, as_tensor
 
 
-class Calibrator(ABC):
+class Calibrator(Estimator, ABC):
     """Base class: ``fit(stream)`` → self, ``transform(logits[, images])`` → calibrated logits.
 
     Subclasses define ``method`` (the registry name), :meth:`_collect` (what to keep of the
     stream), :meth:`_fit_sample`, :meth:`_transform`, :meth:`_params` and
-    :meth:`_load_params`. Constructor arguments must be stored under their own names
-    (:meth:`get_params` reads them back, as in scikit-learn).
+    :meth:`_load_params`. Constructor arguments are stored under their own names
+    (:meth:`get_params` reads them back, as in scikit-learn); fitted attributes end in ``_``:
+    ``num_channels_``, ``info_`` (fit diagnostics) and the method's own.
     """
 
     method: ClassVar[str]
@@ -39,21 +40,6 @@ class Calibrator(ABC):
         self.head = head
         self.ignore_index = ignore_index
         self.seed = seed
-        self.num_channels: int | None = None
-        self.info: dict[str, Any] = {}
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor's hyper-parameters, by name."""
-        names = [name for name in inspect.signature(type(self).__init__).parameters if name != "self"]
-        return {name: getattr(self, name) for name in names}
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
-
-    @property
-    def is_fitted(self) -> bool:
-        return self.num_channels is not None
 
     def fit(
         self,
@@ -66,26 +52,31 @@ class Calibrator(ABC):
 
         ``progress(iterable, description)`` wraps the stream and the training epochs (e.g. a
         rich progress bar); ``device`` is where the sample is kept and the fit runs (default:
-        the device of each batch). ``ValueError`` on malformed batches (shapes, NaN/inf
+        the device of each batch). Under ``torch.distributed`` every rank passes its share of
+        the stream and the samples are pooled (see :mod:`segcal.calibrators.sampling`).
+        ``ValueError`` on malformed batches (shapes, NaN/inf
         logits, labels out of range), an empty stream, no valid pixel, or a single class.
         """
-        self.num_channels, self.info = None, {}
+        self._fitted = False
         batches = CalibrationStream(stream, self.head, self.ignore_index, device, progress)
         sample = self._collect(batches)
+        if distributed():  # every rank fits on the pooled sample: the same parameters everywhere
+            batches.all_reduce()
+            sample.gather()
         batches.check_usable()
         assert batches.class_counts is not None
-        self.info = {"images": batches.num_images, "class_pixels": batches.class_counts.tolist()}
+        self.info_ = {"images": batches.num_images, "class_pixels": batches.class_counts.tolist()}
         self._fit_sample(sample, progress)
-        self.num_channels = batches.num_channels
+        self.num_channels_ = batches.num_channels
+        self._fitted = True
         return self
 
     def transform(self, logits: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         """Calibrated logits ``[N, C, H, W]`` (float32) from logits ``[N, C, H, W]``."""
-        if not self.is_fitted:
-            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load_state_dict() first")
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 4 or logits.shape[1] != self.num_channels:
-            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ValueError(f"logits must have shape [N, {self.num_channels}, H, W], got {got}")
+        self.check_is_fitted()
+        logits = as_tensor(logits, "logits")
+        if logits.ndim != 4 or logits.shape[1] != self.num_channels_:
+            raise ValueError(f"logits must have shape [N, {self.num_channels_}, H, W], got {tuple(logits.shape)}")
         if not torch.isfinite(logits).all():
             raise ValueError("logits contains NaN or inf values")
         with torch.no_grad():
@@ -96,19 +87,19 @@ class Calibrator(ABC):
 
     def state_dict(self) -> dict[str, Any]:
         """``{"method", "config", "num_channels", "params", "info"}``; tensors are CPU copies."""
-        if not self.is_fitted:
-            raise RuntimeError(f"{type(self).__name__} is not fitted: nothing to save")
-        return {"method": self.method, "config": self.get_params(), "num_channels": self.num_channels,
-                "params": _cpu_copy(self._params()), "info": dict(self.info)}
+        self.check_is_fitted()
+        return {"method": self.method, "config": self.get_params(), "num_channels": self.num_channels_,
+                "params": _cpu_copy(self._params()), "info": dict(self.info_)}
 
     def load_state_dict(self, state: dict[str, Any]) -> Calibrator:
         """Restore hyper-parameters and fitted parameters from :meth:`state_dict`; returns ``self``."""
         if state.get("method") != self.method:
             raise ValueError(f"state is for method {state.get('method')!r}, not {self.method!r}")
-        vars(self).update(vars(type(self)(**state["config"])))
-        self.info = dict(state.get("info", {}))
+        self.set_params(**state["config"])
+        self.info_ = dict(state.get("info", {}))
         self._load_params(state["params"], int(state["num_channels"]))
-        self.num_channels = int(state["num_channels"])
+        self.num_channels_ = int(state["num_channels"])
+        self._fitted = True
         return self
 
     @classmethod
@@ -177,7 +168,7 @@ class PixelCalibrator(Calibrator):
 
     def _fit_sample(self, sample: PixelSample, progress: Progress | None) -> None:
         logits, labels, image_ids = sample.tensors()
-        self.info["pixels"] = len(labels)
+        self.info_["pixels"] = len(labels)
         self._fit_pixels(logits, labels, image_ids, progress)
 
     @abstractmethod

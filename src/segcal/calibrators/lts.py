@@ -96,8 +96,6 @@ class LocalTemperatureScaling(Calibrator):
         self.use_image, self.hidden, self.t_min = use_image, hidden, t_min
         self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
         self.val_fraction, self.max_images, self.crop_size = val_fraction, max_images, crop_size
-        self.net: TemperatureNet | None = None
-        self.image_channels = 0
 
     def _inputs(self, logits: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
         x = floored_log_probs(logits, self.head)
@@ -106,18 +104,17 @@ class LocalTemperatureScaling(Calibrator):
     @torch.no_grad()
     def temperature_map(self, logits: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         """Temperatures ``[N, 1, H, W]`` for ``logits [N, C, H, W]`` (and ``images [N, K, H, W]``)."""
-        if self.net is None:
-            raise RuntimeError("LocalTemperatureScaling is not fitted")
+        self.check_is_fitted()
         if self.use_image:
             n, _, h, w = logits.shape
-            if images is None or tuple(images.shape) != (n, self.image_channels, h, w):
+            if images is None or tuple(images.shape) != (n, self.image_channels_, h, w):
                 got = None if images is None else tuple(images.shape)
                 raise ValueError(
-                    f"use_image=True needs images of shape [{n}, {self.image_channels}, {h}, {w}], got {got}"
+                    f"use_image=True needs images of shape [{n}, {self.image_channels_}, {h}, {w}], got {got}"
                 )
             images = images.to(logits.device, torch.float32)
-        self.net.to(logits.device)
-        return self.net(self._inputs(logits.float(), images))
+        self.net_.to(logits.device)
+        return self.net_(self._inputs(logits.float(), images))
 
     def _transform(self, logits: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
         return logits / self.temperature_map(logits, images)
@@ -147,7 +144,7 @@ class LocalTemperatureScaling(Calibrator):
         crops = sample.tensors()
         logits, labels, images = crops["logits"], crops["labels"], crops.get("images")
         x = self._inputs(logits, images)
-        self.image_channels = 0 if images is None else images.shape[1]
+        self.image_channels_ = 0 if images is None else images.shape[1]
         generator = torch.Generator().manual_seed(self.seed)
         train, val = (idx.to(x.device) for idx in self._split(len(labels), generator))
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
@@ -169,9 +166,9 @@ class LocalTemperatureScaling(Calibrator):
             if history[-1] < history[best_epoch]:
                 best_epoch, best_state = epoch, copy.deepcopy(net.state_dict())
         net.load_state_dict(best_state)
-        self.net = net.eval()
+        self.net_ = net.eval()
         every = torch.arange(len(labels), device=x.device)
-        self.info.update(crops=len(labels), val_crops=len(val), best_epoch=best_epoch, val_nll=history,
+        self.info_.update(crops=len(labels), val_crops=len(val), best_epoch=best_epoch, val_nll=history,
                          nll_before=self._nll(logits, labels, x, every, None),
                          nll_after=self._nll(logits, labels, x, every, net))
 
@@ -189,12 +186,12 @@ class LocalTemperatureScaling(Calibrator):
         return total / count if count else float("nan")
 
     def _params(self) -> dict:
-        assert self.net is not None
-        return {"net": self.net.state_dict(), "image_channels": self.image_channels}
+        assert self.net_ is not None
+        return {"net": self.net_.state_dict(), "image_channels": self.image_channels_}
 
     def _load_params(self, params: dict, num_channels: int) -> None:
-        self.image_channels = int(params["image_channels"])
-        in_channels = num_output_classes(num_channels, self.head) + (self.image_channels if self.use_image else 0)
+        self.image_channels_ = int(params["image_channels"])
+        in_channels = num_output_classes(num_channels, self.head) + (self.image_channels_ if self.use_image else 0)
         net = TemperatureNet(in_channels, self.hidden, self.t_min)
         net.load_state_dict(params["net"])
-        self.net = net.eval()
+        self.net_ = net.eval()

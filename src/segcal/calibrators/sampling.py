@@ -14,11 +14,45 @@ Sampling rule (documented so a fit is reproducible):
 All random draws come from one CPU ``torch.Generator`` seeded with ``seed``, so the same
 stream in the same order always yields the same sample. Sizes are validated by the
 calibrators that own the samples.
+
+**Across processes** (``torch.distributed``): :meth:`PixelSample.gather` / :meth:`CropSample.gather`
+concatenate every rank's sample (rank order), then keep a seeded uniform subset of at most the
+capacity, so every rank fits on the same pooled sample and gets the same parameters.
 """
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+
+
+def distributed() -> bool:
+    """Whether a ``torch.distributed`` process group with more than one rank is running."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather_rows(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Every rank's ``tensors`` (same trailing shapes, any number of rows) concatenated in rank order."""
+    n = torch.tensor([tensors[0].shape[0]], device=tensors[0].device)
+    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, n)
+    sizes = [int(x) for x in sizes]
+    out = []
+    for x in tensors:
+        padded = x.new_zeros(max(sizes), *x.shape[1:])
+        padded[: x.shape[0]] = x
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded.contiguous())
+        out.append(torch.cat([part[:size] for part, size in zip(parts, sizes)]))
+    return out
+
+
+def _keep_at_most(tensors: list[torch.Tensor], capacity: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A seeded uniform subset of at most ``capacity`` rows (the same on every rank)."""
+    if tensors[0].shape[0] <= capacity:
+        return tensors
+    keep = torch.randperm(tensors[0].shape[0], generator=generator)[:capacity].sort().values
+    return [x[keep.to(x.device)] for x in tensors]
 
 
 def reservoir_slots(
@@ -91,6 +125,21 @@ class PixelSample:
         p = self.size
         return self._logits[:p], self._labels[:p], self._image_ids[:p]
 
+    def gather(self) -> None:
+        """Pool every rank's sample (image ids made distinct across ranks); see the module notes."""
+        if self._logits is None:
+            raise ValueError("every rank needs at least one calibration batch")
+        p = self.size
+        offset = torch.tensor([self.images_seen], device=self._labels.device)
+        offsets = [torch.zeros_like(offset) for _ in range(dist.get_world_size())]
+        dist.all_gather(offsets, offset)
+        start = sum(int(o) for o in offsets[: dist.get_rank()])
+        logits, labels, ids = gather_rows([self._logits[:p], self._labels[:p], self._image_ids[:p] + start])
+        self._logits, self._labels, self._image_ids = _keep_at_most([logits, labels, ids], self.max_pixels,
+                                                                    self.generator)
+        self.seen = self._labels.shape[0]
+        self.images_seen = sum(int(o) for o in offsets)
+
 
 class CropSample:
     """Reservoir of image crops: ``logits [M, C, h, w]``, ``labels [M, h, w]``, ``images [M, K, h, w]``."""
@@ -144,3 +193,13 @@ class CropSample:
     def tensors(self) -> dict[str, torch.Tensor]:
         """``{"logits", "labels"[, "images"]}`` of the ``size`` sampled crops."""
         return {name: x[: self.size] for name, x in self.store.items()}
+
+    def gather(self) -> None:
+        """Pool every rank's crops (ranks must agree on the crop size); see the module notes."""
+        if not self.store:
+            raise ValueError("every rank needs at least one calibration batch")
+        names = sorted(self.store)
+        pooled = _keep_at_most(gather_rows([self.store[k][: self.size] for k in names]), self.max_images,
+                               self.generator)
+        self.store = dict(zip(names, pooled))
+        self.seen = pooled[0].shape[0]

@@ -123,13 +123,12 @@ class SelectiveScaling(PixelCalibrator):
         self.t2, self.hidden, self.epochs, self.batch_size = t2, hidden, epochs, batch_size
         self.lr, self.weight_decay, self.wrong_weight = lr, weight_decay, wrong_weight
         self.val_fraction, self.threshold = val_fraction, threshold
-        self.classifier: MispredictionMLP | None = None
-        self.fitted_t2: float | None = None
 
     @property
-    def validation_metrics(self) -> dict[str, float]:
+    def validation_metrics_(self) -> dict[str, float]:
         """The chosen classifier's metrics on the held-out calibration pixels."""
-        return self.info.get("validation", {})
+        self.check_is_fitted()
+        return self.info_.get("validation", {})
 
     def _training_config(self) -> MispredictionTraining:
         return MispredictionTraining(self.hidden, self.epochs, self.batch_size, self.lr, self.weight_decay,
@@ -142,33 +141,30 @@ class SelectiveScaling(PixelCalibrator):
         features = misprediction_features(logits, self.head)
         wrong = log_probs(logits, self.head).argmax(dim=1) != labels
         is_val = split_images(image_ids, self.val_fraction, generator)
-        self.classifier, metrics, history = train_misprediction_classifier(
+        self.classifier_, metrics, history = train_misprediction_classifier(
             (features[~is_val], wrong[~is_val]), (features[is_val], wrong[is_val]),
             self._training_config(), generator, progress,
         )
         if self.t2 == "auto":
-            flagged = self.classifier.predict_wrong(features[is_val], self.threshold)
-            self.fitted_t2 = confidence_matching_t2(logits[is_val][flagged], labels[is_val][flagged], self.head)
+            flagged = self.classifier_.predict_wrong(features[is_val], self.threshold)
+            self.t2_ = confidence_matching_t2(logits[is_val][flagged], labels[is_val][flagged], self.head)
         else:
-            self.fitted_t2 = float(self.t2)
-        self.info.update(validation=metrics, history=history, t2=self.fitted_t2)
+            self.t2_ = float(self.t2)
+        self.info_.update(validation=metrics, history=history, t2=self.t2_)
 
     def flag_wrong(self, logits: torch.Tensor) -> torch.Tensor:
         """Boolean ``[N, H, W]``: pixels of ``logits [N, C, H, W]`` the classifier predicts wrong."""
-        if self.classifier is None:
-            raise RuntimeError("SelectiveScaling is not fitted")
+        self.check_is_fitted()
         n, _, h, w = logits.shape
         features = misprediction_features(logits.float(), self.head)
-        self.classifier.to(logits.device)
-        return self.classifier.predict_wrong(features.reshape(n * h * w, -1), self.threshold).view(n, h, w)
+        self.classifier_.to(logits.device)
+        return self.classifier_.predict_wrong(features.reshape(n * h * w, -1), self.threshold).view(n, h, w)
 
     def _transform(self, logits: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
-        assert self.fitted_t2 is not None
-        return torch.where(self.flag_wrong(logits).unsqueeze(1), logits / self.fitted_t2, logits)
+        return torch.where(self.flag_wrong(logits).unsqueeze(1), logits / self.t2_, logits)
 
     def _params(self) -> dict:
-        assert self.classifier is not None
-        return {"classifier": self.classifier.state_dict(), "t2": self.fitted_t2}
+        return {"classifier": self.classifier_.state_dict(), "t2": self.t2_}
 
     def _load_params(self, params: dict, num_channels: int) -> None:
         t2 = float(params["t2"])
@@ -176,4 +172,4 @@ class SelectiveScaling(PixelCalibrator):
             raise ValueError(f"t2 in the state must be a positive finite temperature, got {t2}")
         classifier = MispredictionMLP(num_output_classes(num_channels, self.head), self.hidden)
         classifier.load_state_dict(params["classifier"])
-        self.classifier, self.fitted_t2 = classifier.eval(), t2
+        self.classifier_, self.t2_ = classifier.eval(), t2

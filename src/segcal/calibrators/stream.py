@@ -122,6 +122,16 @@ class CalibrationStream:
             None if images is None else images.to(device, torch.float32),
         )
 
+    def all_reduce(self) -> None:
+        """Sum the batch, image and class counts over ``torch.distributed`` ranks."""
+        import torch.distributed as dist
+
+        assert self.class_counts is not None
+        totals = torch.cat([torch.tensor([self.num_batches, self.num_images]), self.class_counts])
+        dist.all_reduce(totals)
+        self.num_batches, self.num_images = int(totals[0]), int(totals[1])
+        self.class_counts = totals[2:]
+
     def check_usable(self) -> None:
         """``ValueError`` if the stream was empty, had no valid pixel, or only one class."""
         if self.num_batches == 0:

@@ -51,8 +51,8 @@ class TemperatureScaling(PixelCalibrator):
 
     Hyper-parameters: ``head``, ``ignore_index``, ``seed``, ``pixels_per_image`` and
     ``max_pixels`` (pixel sampling, see :mod:`segcal.calibrators.sampling`), ``max_iter``
-    (L-BFGS iterations). After fitting, ``temperature`` is ``[1]`` and ``info`` holds the
-    NLL of the sampled pixels before and after scaling.
+    (L-BFGS iterations). After fitting, ``temperature_`` is ``[1]`` and ``info`` holds the
+    NLL of the sampled pixels before and after scaling (``info_``).
     """
 
     method = "temperature"
@@ -71,43 +71,41 @@ class TemperatureScaling(PixelCalibrator):
         if max_iter < 1:
             raise ValueError(f"max_iter must be ≥ 1, got {max_iter}")
         self.max_iter = max_iter
-        self.log_temperature: torch.Tensor | None = None
 
     @property
-    def temperature(self) -> torch.Tensor:
+    def temperature_(self) -> torch.Tensor:
         """Fitted temperature(s): ``[1]`` for temperature scaling, ``[C]`` for vector scaling."""
-        if self.log_temperature is None:
-            raise RuntimeError(f"{type(self).__name__} is not fitted")
-        return self.log_temperature.exp()
+        self.check_is_fitted()
+        return self.log_temperature_.exp()
 
     def _fit_pixels(
         self, logits: torch.Tensor, labels: torch.Tensor, image_ids: torch.Tensor, progress: Progress | None
     ) -> None:
-        self.log_temperature = fit_log_temperature(logits, labels, self.head, self.per_class, self.max_iter)
-        scale = self.log_temperature.exp()
-        self.info["nll_before"] = float(mean_nll(logits, labels, self.head))
-        self.info["nll_after"] = float(mean_nll(logits / scale, labels, self.head))
-        self.info["temperature"] = scale.tolist()
+        self.log_temperature_ = fit_log_temperature(logits, labels, self.head, self.per_class, self.max_iter)
+        scale = self.log_temperature_.exp()
+        self.info_["nll_before"] = float(mean_nll(logits, labels, self.head))
+        self.info_["nll_after"] = float(mean_nll(logits / scale, labels, self.head))
+        self.info_["temperature"] = scale.tolist()
 
     def _transform(self, logits: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
-        t = self.temperature.to(logits.device)
+        t = self.temperature_.to(logits.device)
         return logits / t.view(1, -1, 1, 1)
 
     def _params(self) -> dict[str, torch.Tensor]:
-        return {"log_temperature": self.log_temperature}
+        return {"log_temperature": self.log_temperature_}
 
     def _load_params(self, params: dict, num_channels: int) -> None:
         log_t = torch.as_tensor(params["log_temperature"], dtype=torch.float32).flatten()
         expected = num_channels if self.per_class else 1
         if log_t.numel() != expected or not torch.isfinite(log_t).all():
             raise ValueError(f"log_temperature must hold {expected} finite values, got {log_t.tolist()}")
-        self.log_temperature = log_t
+        self.log_temperature_ = log_t
 
 
 class VectorScaling(TemperatureScaling):
     """One temperature per output channel ``T_c``: logits[:, c] → logits[:, c] / T_c.
 
-    Same hyper-parameters as :class:`TemperatureScaling`; ``temperature`` is ``[C]``. With a
+    Same hyper-parameters as :class:`TemperatureScaling`; ``temperature_`` is ``[C]``. With a
     softmax head unequal ``T_c`` can change the arg-max (equal ones cannot).
     """
 

@@ -1,4 +1,10 @@
-"""Non-conformity scores ``s_c = 1 − p_c`` for segmentation, precise in float32.
+"""Conformity scores for segmentation, and the registry that makes them pluggable.
+
+A score maps predictions ``[N, C, H, W]`` to one score per class ``[N, C', H, W]`` (lower = more
+conforming); the prediction set of a pixel is ``{c : s_c ≤ q̂_c}``. Registered scores:
+
+- ``"lac"`` (Sadinle et al.'s least-ambiguous set-valued classifier, the Kandinsky paper's score):
+  ``s_c = 1 − p_c``, precise in float32 (below).
 
 From logits the score is never formed as ``1 − p`` (which rounds to 0 for confident
 pixels): for a softmax head ``s_c = Σ_{c'≠c} p_{c'} = exp(logsumexp_{c'≠c} log p_{c'})``, for a
@@ -9,11 +15,34 @@ float16 probabilities are exactly 1 for every p ≥ 1 − 2⁻¹², so those sco
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from segcal.stats.outputs import Head, Kind, log_probs, to_probs
 
+ScoreFn = Callable[[torch.Tensor, Kind, Head], torch.Tensor]
+"""``score(preds [N, C, H, W], kind, head) → scores [N, C', H, W]`` float32."""
 
+SCORES: dict[str, ScoreFn] = {}
+
+
+def register_score(name: str) -> Callable[[ScoreFn], ScoreFn]:
+    """Decorator registering a conformity score under ``name`` (usable as ``score=name`` by every method)."""
+    def add(fn: ScoreFn) -> ScoreFn:
+        SCORES[name] = fn
+        return fn
+    return add
+
+
+def get_score(name: str) -> ScoreFn:
+    """The registered score ``name`` (``ValueError`` listing the known ones otherwise)."""
+    if name not in SCORES:
+        raise ValueError(f"score must be one of {sorted(SCORES)}, got {name!r}")
+    return SCORES[name]
+
+
+@register_score("lac")
 def class_scores(preds: torch.Tensor, kind: Kind = "logits", head: Head = "softmax") -> torch.Tensor:
     """Scores of every class, ``[N, C, H, W]`` → ``[N, C', H, W]`` float32 (``C' = 2`` for 1-channel sigmoid)."""
     if kind == "probs":

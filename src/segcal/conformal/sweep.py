@@ -60,7 +60,7 @@ def calibration_sweep(pool: ScoreBank, test_scores: Sequence[tuple[torch.Tensor,
                 summary = res.summary()
                 per_class = {f"mean_ce_c{k}": v for k, v in enumerate(summary.pop("mean_ce_per_class"))}
                 records.append({**summary, **per_class, "method": name, "n_cal": n, "repeat": r,
-                                "num_groups": cp.num_groups})
+                                "num_groups": cp.num_groups_})
     return records
 
 

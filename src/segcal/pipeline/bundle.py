@@ -49,7 +49,7 @@ class CalibrationBundle:
         if self.recalibration is not None:
             parts.append(f"recalibration: {self.recalibration.method}")
         if self.conformal is not None:
-            parts.append(f"conformal: {self.conformal.method} (n_cal {self.conformal.n_cal})")
+            parts.append(f"conformal: {self.conformal.method} (n_cal {self.conformal.n_cal_})")
         return ", ".join(parts) or "uncalibrated"
 
     def state(self) -> dict[str, Any]:

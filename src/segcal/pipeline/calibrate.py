@@ -92,7 +92,7 @@ def _fit(source, method: str, bundle: CalibrationBundle, params: dict[str, Any],
             raise ValueError(f"invalid --param for {method}: {exc}") from exc
         stream = Stream(source, lambda b: (b["logits"], b["mask"], b.get("image")))
         calibrator.fit(stream, progress=_progress(progress))
-        bundle.recalibration, info = calibrator, dict(calibrator.info)
+        bundle.recalibration, info = calibrator, dict(calibrator.info_)
     else:
         conformal = make_conformal(method, source.num_classes, source.head, source.ignore_index, seed, **params)
         stream = Stream(source, lambda b: (bundle.transform(b["logits"], b.get("image")), b["mask"]))

@@ -102,7 +102,7 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
     cov = None if coverage is None else coverage.compute()
     out = {"name": name, "source": describe(source), "segmentation": quality_dict(seg, source.class_names),
            "calibration": {label: r.to_dict() for label, r in results.items()},
-           "recalibration": None if recal is None else {"method": recal.method, "info": recal.info},
+           "recalibration": None if recal is None else {"method": recal.method, "info": recal.info_},
            "conformal": None if cov is None else cov.to_dict(), "set_alpha": set_alpha if cov else None,
            "figures": []}
     out["segmentation"]["num_images"] = out["source"]["num_images"]

@@ -70,7 +70,7 @@ def write_figures(folder: Path, calibration: list[CalibrationResults], coverage:
     fg = len(class_names) - 1  # the last class: the foreground of a binary task
     conformal_plots: list[tuple[str, str, Any]] = [
         ("group_map", f"Group map ({conformal.method}, {class_names[fg]})",
-         lambda p: plot_group_map(conformal.group_map, fg, f"{conformal.method}: {conformal.num_groups} groups",
+         lambda p: plot_group_map(conformal.group_map_, fg, f"{conformal.method}: {conformal.num_groups_} groups",
                                   path=p)),
         ("ce_map", f"Per-pixel coverage error ({class_names[fg]})",
          lambda p: plot_ce_map(coverage, fg, class_names, path=p)),

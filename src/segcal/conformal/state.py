@@ -1,0 +1,64 @@
+"""A fitted conformal calibrator as plain tensors and containers, and back.
+
+The state (format ``segcal.conformal/1``, unchanged since the first release) holds the parameters,
+``group_map [C, H, W]``, ``n_per_group [C, G]`` (calibration scores pooled per class and group), the stored
+scores and, unless ``include_curves=False``, the level grid ``nc_levels [Q]`` with ``nc_curves [Q, C, H, W]``
+(the layout of the Kandinsky reference code).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from segcal.conformal.quantile import grouped_from_state_dict
+from segcal.stats.score_histogram import ScoreBins
+
+STATE_FORMAT = "segcal.conformal/1"
+NC_CURVE_LEVELS = 100
+PARAMS = ("grouping", "num_classes", "num_groups", "split", "score", "kind", "head", "ignore_index", "mode",
+          "max_exact_scores", "seed")
+"""Constructor parameters stored as they are (``bins`` and ``group_candidates`` are converted)."""
+
+
+def conformal_state(cp, include_curves: bool = True) -> dict[str, Any]:
+    """The state of fitted calibrator ``cp`` (a :class:`~segcal.conformal.calibrator.ConformalCalibrator`)."""
+    params = {**{name: getattr(cp, name) for name in PARAMS}, "group_candidates": list(cp.group_candidates),
+              "bins": None if cp.bins is None else cp.bins.state_dict()}
+    state = {"format": STATE_FORMAT, "params": params, **cp.info(), "num_classes": cp.num_classes_,
+             "shape": list(cp.shape_),
+             "kind": cp.kind, "head": cp.head, "ignore_index": cp.ignore_index, "mode": cp.mode,
+             "bins": (cp.bins or ScoreBins()).state_dict(), "max_exact_scores": cp.max_exact_scores,
+             "group_candidates": list(cp.group_candidates), "group_map": cp.group_map_,
+             "n_per_group": cp.scores_.group_counts(), "scores": cp.scores_.state_dict(),
+             "image_scores": cp.image_scores_.state_dict()}
+    if include_curves:
+        state["nc_levels"] = torch.linspace(0, 1, NC_CURVE_LEVELS, dtype=torch.float64)
+        state["nc_curves"] = cp.nc_curves(NC_CURVE_LEVELS)
+    return state
+
+
+def split_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(constructor parameters, fitted attributes)`` of a state; ``ValueError`` if it is not one."""
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or "scores" not in state:
+        raise ValueError(f"not a segcal conformal calibrator state (expected format {STATE_FORMAT!r}"
+                         " with nc_curves and scores)")
+    if "params" in state:  # parameters as given (states written since the calibrator contract)
+        given = state["params"]
+        params = {**given, "group_candidates": tuple(given["group_candidates"]),
+                  "bins": None if given["bins"] is None else ScoreBins.from_state_dict(given["bins"])}
+    else:
+        params = {"grouping": state["grouping"], "num_classes": state["num_classes"],
+                  "num_groups": state["num_groups_requested"], "split": state["split"],
+                  "score": "lac", "kind": state["kind"], "head": state["head"],
+                  "ignore_index": state["ignore_index"], "mode": state["mode"],
+                  "bins": ScoreBins.from_state_dict(state["bins"]), "max_exact_scores": state["max_exact_scores"],
+                  "group_candidates": tuple(state["group_candidates"]), "seed": state["seed"]}
+    fitted = {"num_classes_": int(state["num_classes"]), "shape_": tuple(state["shape"]),
+              "group_map_": state["group_map"].long(), "num_groups_": int(state["num_groups"]),
+              "scores_": grouped_from_state_dict(state["scores"]),
+              "image_scores_": grouped_from_state_dict(state["image_scores"]),
+              "images_per_part_": dict(state["images_per_part"]),
+              "group_selection_": {int(k): float(v) for k, v in state["group_selection"].items()},
+              "fallback_pixels_": torch.tensor(state["fallback_pixels"])}
+    return params, fitted
