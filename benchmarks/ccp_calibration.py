@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from segcal.pipeline.calibrate import RECALIBRATION_METHODS, calibrate
+from segcal.methods import RECALIBRATION_METHODS
+from segcal.pipeline.calibrate import calibrate
 from segcal.pipeline.config import load_experiment
 from segcal.pipeline.configs import resolve_config
 from segcal.pipeline.evaluate import evaluate

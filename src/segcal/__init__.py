@@ -11,8 +11,7 @@ The names below are imported on first use, so ``import segcal`` (and the ``segca
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from segcal._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -25,14 +24,7 @@ _EXPORTS = {
 }
 
 __all__ = [*_EXPORTS, "__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'segcal' has no attribute {name!r}")
+__getattr__, _dir = lazy_exports(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

@@ -1,9 +1,15 @@
 """Probability recalibration: temperature, vector, selective and local temperature scaling."""
-from segcal.calibrators.base import Calibrator
-from segcal.calibrators.lts import LocalTemperatureScaling
-from segcal.calibrators.registry import CALIBRATORS, load_calibrator, make_calibrator
-from segcal.calibrators.selective import SelectiveScaling
-from segcal.calibrators.temperature import TemperatureScaling, VectorScaling
+from segcal._lazy import lazy_exports
 
-__all__ = ["Calibrator", "TemperatureScaling", "VectorScaling", "SelectiveScaling", "LocalTemperatureScaling",
-           "CALIBRATORS", "make_calibrator", "load_calibrator"]
+_EXPORTS = {
+    "Calibrator": "segcal.calibrators.base",
+    "LocalTemperatureScaling": "segcal.calibrators.lts",
+    "CALIBRATORS": "segcal.calibrators.registry",
+    "load_calibrator": "segcal.calibrators.registry",
+    "make_calibrator": "segcal.calibrators.registry",
+    "SelectiveScaling": "segcal.calibrators.selective",
+    "TemperatureScaling": "segcal.calibrators.temperature",
+    "VectorScaling": "segcal.calibrators.temperature",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -157,7 +157,8 @@ def _params(items: list[str] | None) -> dict[str, Any]:
 
 def calibrate(args: argparse.Namespace) -> int:
     from segcal.pipeline.bundle import save_bundle
-    from segcal.pipeline.calibrate import CONFORMAL_METHODS, calibrate as run_calibrate, check_method
+    from segcal.methods import CONFORMAL_METHODS, check_method
+    from segcal.pipeline.calibrate import calibrate as run_calibrate
 
     check_method(args.method)
     if args.out:
@@ -224,7 +225,7 @@ def sweep(args: argparse.Namespace) -> int:
 
 def _n_cals(text: str | None, pool: int) -> list[int]:
     """``--n-cals``: the given sizes, or the default sizes below the pool size plus the whole pool."""
-    from segcal.conformal.sweep import DEFAULT_N_CALS
+    from segcal.methods import DEFAULT_N_CALS
 
     if text is None:
         return sorted({n for n in DEFAULT_N_CALS if n < pool} | {pool})

@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 
 from segcal.cli import calib_commands
-from segcal.conformal.sweep import DEFAULT_N_CALS
-from segcal.pipeline.calibrate import CONFORMAL_METHODS, METHODS
+from segcal.methods import CONFORMAL_METHODS, DEFAULT_N_CALS, METHODS
 
 SPLITS = ["train", "val", "cal", "test"]
 

@@ -1,17 +1,29 @@
 """Per-pixel conformal prediction for segmentation: pixelwise, imagewise and Kandinsky calibration."""
-from segcal.conformal import grouping_annuli, grouping_kmeans  # noqa: F401  (register the groupings)
-from segcal.conformal.accumulate import ScoreAccumulator, ScoreBank
-from segcal.conformal.calibrator import (ConformalCalibrator, ImagewiseCalibrator, KandinskyCalibrator,
-                                         PixelwiseCalibrator, assign_parts)
-from segcal.conformal.evaluation import CoverageAccumulator, CoverageResult, evaluate_coverage
-from segcal.conformal.grouping import PixelStatistics, get_grouping, register_grouping
-from segcal.conformal.quantile import COVERAGE_LEVELS
-from segcal.conformal.scores import class_scores, label_scores
-from segcal.conformal.sets import ambiguous, prediction_sets, set_size
-from segcal.conformal.sweep import cache_test_scores, calibration_sweep, summarise_sweep
+from segcal._lazy import lazy_exports
 
-__all__ = ["ConformalCalibrator", "PixelwiseCalibrator", "ImagewiseCalibrator", "KandinskyCalibrator",
-           "assign_parts", "evaluate_coverage", "CoverageAccumulator", "CoverageResult", "ScoreBank",
-           "ScoreAccumulator", "class_scores", "label_scores", "register_grouping", "get_grouping",
-           "PixelStatistics", "calibration_sweep", "summarise_sweep", "cache_test_scores", "prediction_sets",
-           "set_size", "ambiguous", "COVERAGE_LEVELS"]
+_EXPORTS = {
+    "ScoreAccumulator": "segcal.conformal.accumulate",
+    "ScoreBank": "segcal.conformal.accumulate",
+    "ConformalCalibrator": "segcal.conformal.calibrator",
+    "ImagewiseCalibrator": "segcal.conformal.calibrator",
+    "KandinskyCalibrator": "segcal.conformal.calibrator",
+    "PixelwiseCalibrator": "segcal.conformal.calibrator",
+    "assign_parts": "segcal.conformal.calibrator",
+    "CoverageAccumulator": "segcal.conformal.evaluation",
+    "CoverageResult": "segcal.conformal.evaluation",
+    "evaluate_coverage": "segcal.conformal.evaluation",
+    "PixelStatistics": "segcal.conformal.grouping",
+    "get_grouping": "segcal.conformal.grouping",
+    "register_grouping": "segcal.conformal.grouping",
+    "COVERAGE_LEVELS": "segcal.conformal.quantile",
+    "class_scores": "segcal.conformal.scores",
+    "label_scores": "segcal.conformal.scores",
+    "ambiguous": "segcal.conformal.sets",
+    "prediction_sets": "segcal.conformal.sets",
+    "set_size": "segcal.conformal.sets",
+    "cache_test_scores": "segcal.conformal.sweep",
+    "calibration_sweep": "segcal.conformal.sweep",
+    "summarise_sweep": "segcal.conformal.sweep",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

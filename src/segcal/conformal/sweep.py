@@ -17,10 +17,10 @@ import torch
 from segcal.conformal.accumulate import ScoreBank
 from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.evaluation import MIN_TEST_LABELS, CoverageAccumulator
+from segcal.methods import DEFAULT_N_CALS
 from segcal.conformal.scores import class_scores
 from segcal.stats.outputs import Head, Kind
 
-DEFAULT_N_CALS = (10, 25, 50, 100, 200, 500)
 SWEEP_METRICS = ("mean_ce", "mean_set_size", "full_fraction", "empty_fraction", "trivial_fraction")
 AT_90 = ("coverage_at_0.9", "mean_set_size_at_0.9", "full_fraction_at_0.9")  # when 0.9 is on the level grid
 

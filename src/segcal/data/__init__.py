@@ -1,13 +1,24 @@
 """Datasets (folder, COCO, synthetic), splits, transforms and the Lightning data module."""
-from segcal.data.coco import CocoDataset
-from segcal.data.config import AugmentConfig, DataConfig, SyntheticConfig
-from segcal.data.datamodule import SegDataModule, build_datamodule, build_dataset
-from segcal.data.folder import FolderDataset, write_folder_dataset
-from segcal.data.mixup import mixup_batch
-from segcal.data.splits import make_splits, read_manifests, write_manifests
-from segcal.data.synthetic import SyntheticDataset, difficulty_map
-from segcal.data.transforms import SegTransform, denormalize
+from segcal._lazy import lazy_exports
 
-__all__ = ["AugmentConfig", "DataConfig", "SyntheticConfig", "FolderDataset", "CocoDataset", "SyntheticDataset",
-           "write_folder_dataset", "build_dataset", "SegDataModule", "build_datamodule", "make_splits",
-           "write_manifests", "read_manifests", "SegTransform", "denormalize", "mixup_batch", "difficulty_map"]
+_EXPORTS = {
+    "CocoDataset": "segcal.data.coco",
+    "AugmentConfig": "segcal.data.config",
+    "DataConfig": "segcal.data.config",
+    "SyntheticConfig": "segcal.data.config",
+    "SegDataModule": "segcal.data.datamodule",
+    "build_datamodule": "segcal.data.datamodule",
+    "build_dataset": "segcal.data.datamodule",
+    "FolderDataset": "segcal.data.folder",
+    "write_folder_dataset": "segcal.data.folder",
+    "mixup_batch": "segcal.data.mixup",
+    "make_splits": "segcal.data.splits",
+    "read_manifests": "segcal.data.splits",
+    "write_manifests": "segcal.data.splits",
+    "SyntheticDataset": "segcal.data.synthetic",
+    "difficulty_map": "segcal.data.synthetic",
+    "SegTransform": "segcal.data.transforms",
+    "denormalize": "segcal.data.transforms",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

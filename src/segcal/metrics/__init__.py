@@ -1,8 +1,13 @@
 """Calibration (ECE family, spatial views) and segmentation-quality metrics on tensors."""
-from segcal.metrics.boundary import boundary_mask
-from segcal.metrics.calibration import CalibrationMetrics
-from segcal.metrics.calibration_results import CalibrationResults, Reliability
-from segcal.metrics.segmentation import SegmentationMetrics, quality_from_confusion
+from segcal._lazy import lazy_exports
 
-__all__ = ["CalibrationMetrics", "CalibrationResults", "Reliability", "boundary_mask", "SegmentationMetrics",
-           "quality_from_confusion"]
+_EXPORTS = {
+    "boundary_mask": "segcal.metrics.boundary",
+    "CalibrationMetrics": "segcal.metrics.calibration",
+    "CalibrationResults": "segcal.metrics.calibration_results",
+    "Reliability": "segcal.metrics.calibration_results",
+    "SegmentationMetrics": "segcal.metrics.segmentation",
+    "quality_from_confusion": "segcal.metrics.segmentation",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

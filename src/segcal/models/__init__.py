@@ -1,8 +1,15 @@
 """MONAI networks, training losses and the Lightning module."""
-from segcal.models.config import LossConfig, LossTerm, ModelConfig, OptimConfig
-from segcal.models.lightning import SegModel
-from segcal.models.losses import SegmentationLoss, Target
-from segcal.models.networks import build_network
+from segcal._lazy import lazy_exports
 
-__all__ = ["ModelConfig", "LossConfig", "LossTerm", "OptimConfig", "SegModel", "SegmentationLoss", "Target",
-           "build_network"]
+_EXPORTS = {
+    "LossConfig": "segcal.models.config",
+    "LossTerm": "segcal.models.config",
+    "ModelConfig": "segcal.models.config",
+    "OptimConfig": "segcal.models.config",
+    "SegModel": "segcal.models.lightning",
+    "SegmentationLoss": "segcal.models.losses",
+    "Target": "segcal.models.losses",
+    "build_network": "segcal.models.networks",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

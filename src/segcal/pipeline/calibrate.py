@@ -11,27 +11,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from segcal.calibrators.registry import CALIBRATORS, make_calibrator
+from segcal.calibrators.registry import make_calibrator
 from segcal.conformal.calibrator import ConformalCalibrator
+from segcal.methods import CONFORMAL_METHODS, RECALIBRATION_METHODS, check_method
 from segcal.pipeline.bundle import CalibrationBundle
 from segcal.pipeline.progress import track
 from segcal.errors import NoLabelsError
 from segcal.pipeline.sources import Stream, source_name
-
-RECALIBRATION_METHODS = tuple(CALIBRATORS)
-CONFORMAL_METHODS: dict[str, tuple[str, dict[str, Any]]] = {  # name → (grouping, default arguments)
-    "pixel": ("pixel", {}), "image": ("image", {}), "kandinsky-kmeans": ("kmeans", {}),
-    "kandinsky-annuli": ("annuli", {}),
-    "kandinsky-auto": ("kmeans", {"num_groups": "auto"}),  # number of groups chosen on held-out images
-}
-METHODS = (*RECALIBRATION_METHODS, *CONFORMAL_METHODS)
-
-
-def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise ValueError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
-    return method
-
 
 def make_conformal(method: str, num_classes: int, head: str = "softmax", ignore_index: int = 255,
                    seed: int = 0, **params: Any) -> ConformalCalibrator:

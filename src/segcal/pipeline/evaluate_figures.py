@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import torch
 
 from segcal.conformal.calibrator import ConformalCalibrator
@@ -64,7 +63,6 @@ def write_figures(folder: Path, calibration: list[CalibrationResults], coverage:
     for key, path in plot_all(calibration, folder).items():
         title = CALIBRATION_TITLES.get(key, "Per-pixel ECE map" + key.removeprefix("ece_map").replace("_", " "))
         entries.append(_entry(key, title, path, root, "calibration"))
-    plt.close("all")
     if coverage is None or conformal is None:
         return entries
     fg = len(class_names) - 1  # the last class: the foreground of a binary task
@@ -86,5 +84,4 @@ def write_figures(folder: Path, calibration: list[CalibrationResults], coverage:
         path = folder / f"set_overlay_{i}.png"
         plot_prediction_set_overlay(image, sets, class_names, examples.alpha, path=path, valid=valid)
         entries.append(_entry(f"set_overlay_{i}", f"Prediction sets, {name}", path, root, "prediction_sets"))
-    plt.close("all")
     return entries

@@ -21,9 +21,11 @@ import matplotlib.pyplot as plt
 from segcal.io.atomic import atomic_write_text
 from segcal.conformal.accumulate import ScoreBank
 from segcal.conformal.scores import class_scores, label_scores
-from segcal.conformal.sweep import AT_90, DEFAULT_N_CALS, calibration_sweep, summarise_sweep
+from segcal.conformal.sweep import AT_90, calibration_sweep, summarise_sweep
+from segcal.methods import DEFAULT_N_CALS
 from segcal.pipeline.bundle import CalibrationBundle
-from segcal.pipeline.calibrate import CONFORMAL_METHODS, make_conformal
+from segcal.methods import CONFORMAL_METHODS
+from segcal.pipeline.calibrate import make_conformal
 from segcal.pipeline.progress import track
 from segcal.pipeline.sources import Stream, describe
 from segcal.plots.conformal import plot_sweep

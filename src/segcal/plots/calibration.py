@@ -11,13 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from segcal.metrics.calibration_results import CalibrationResults  # noqa: E402
-from segcal.plots.training import save_figure  # noqa: E402
+from segcal.metrics.calibration_results import CalibrationResults
+from segcal.plots.figure import Figure, new_figure, save_figure
 
 PathLike = str | os.PathLike | None
 ResultsArg = CalibrationResults | Sequence[CalibrationResults]
@@ -34,7 +31,7 @@ def _name(r: CalibrationResults, i: int) -> str:
     return r.label or f"model {i + 1}"
 
 
-def _finish(fig: plt.Figure, path: PathLike) -> plt.Figure:
+def _finish(fig: Figure, path: PathLike) -> Figure:
     if path is not None:
         save_figure(fig, path)
     return fig
@@ -44,10 +41,10 @@ def _fmt(x: float) -> str:
     return "n/a" if not np.isfinite(x) else f"{x:.4f}"
 
 
-def plot_reliability(results: ResultsArg, path: PathLike = None, title: str = "Reliability diagram") -> plt.Figure:
+def plot_reliability(results: ResultsArg, path: PathLike = None, title: str = "Reliability diagram") -> Figure:
     """Accuracy vs confidence per bin (top-label) with the diagonal, and the bin counts below."""
     items = _as_list(results)
-    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5.2, 6.2), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    fig, (ax, ax_n) = new_figure(2, 1, figsize=(5.2, 6.2), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
     ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
     edges = items[0].reliability.edges.numpy()
     width = np.diff(edges)
@@ -75,7 +72,7 @@ def plot_reliability(results: ResultsArg, path: PathLike = None, title: str = "R
 
 
 def plot_ece_map(results: CalibrationResults, path: PathLike = None, class_index: int | None = None,
-                 vmax: float | None = None) -> plt.Figure:
+                 vmax: float | None = None) -> Figure:
     """Per-pixel ECE heatmap (top-label, or one class's one-vs-rest map); grey where undefined."""
     if class_index is None:
         data, what = results.ece_map, "top-label"
@@ -86,9 +83,9 @@ def plot_ece_map(results: CalibrationResults, path: PathLike = None, class_index
     if data is None:
         raise ValueError("results have no per-pixel ECE map (compute them with ece_map=True)")
     grid = np.ma.masked_invalid(data.numpy())
-    cmap = plt.get_cmap("magma").with_extremes(bad="0.75")
+    cmap = matplotlib.colormaps.get_cmap("magma").with_extremes(bad="0.75")
     h, w = grid.shape
-    fig, ax = plt.subplots(figsize=(1.2 + 5.0 * w / max(h, w), 0.6 + 5.0 * h / max(h, w)))
+    fig, ax = new_figure(figsize=(1.2 + 5.0 * w / max(h, w), 0.6 + 5.0 * h / max(h, w)))
     im = ax.imshow(grid, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="ECE")
     ax.set_title(f"Per-pixel ECE, {what} ({results.binning}; {results.num_images} images)", fontsize=9)
@@ -97,12 +94,12 @@ def plot_ece_map(results: CalibrationResults, path: PathLike = None, class_index
     return _finish(fig, path)
 
 
-def plot_image_ece_histogram(results: ResultsArg, path: PathLike = None, bins: int = 30) -> plt.Figure:
+def plot_image_ece_histogram(results: ResultsArg, path: PathLike = None, bins: int = 30) -> Figure:
     """Histogram of per-image ECE (images without valid pixels are left out)."""
     items = _as_list(results)
     values = [r.image_ece.numpy()[np.isfinite(r.image_ece.numpy())] for r in items]
     top = max([v.max() for v in values if v.size] + [1e-3])
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = new_figure(figsize=(5.5, 3.6))
     for i, (r, v) in enumerate(zip(items, values)):
         if v.size:
             ax.hist(v, bins=np.linspace(0, top, bins + 1), alpha=0.55, color=f"C{i}",
@@ -114,13 +111,13 @@ def plot_image_ece_histogram(results: ResultsArg, path: PathLike = None, bins: i
     return _finish(fig, path)
 
 
-def plot_boundary_interior(results: ResultsArg, path: PathLike = None) -> plt.Figure:
+def plot_boundary_interior(results: ResultsArg, path: PathLike = None) -> Figure:
     """ECE on boundary vs interior pixels (bars labelled with the ECE), pixel counts under the axis."""
     items = _as_list(results)
     regions = list(items[0].regions)
     x = np.arange(len(regions))
     width = 0.8 / len(items)
-    fig, ax = plt.subplots(figsize=(5.0, 3.8))
+    fig, ax = new_figure(figsize=(5.0, 3.8))
     for i, r in enumerate(items):
         values = [r.regions[g]["ece"] for g in regions]
         bars = ax.bar(x + (i - (len(items) - 1) / 2) * width, np.nan_to_num(values), width=width,
@@ -139,11 +136,11 @@ def plot_boundary_interior(results: ResultsArg, path: PathLike = None) -> plt.Fi
     return _finish(fig, path)
 
 
-def plot_confidence_histogram(results: ResultsArg, path: PathLike = None) -> plt.Figure:
+def plot_confidence_histogram(results: ResultsArg, path: PathLike = None) -> Figure:
     """Share of pixels per top-label confidence bin, with overall accuracy and mean confidence."""
     items = _as_list(results)
     edges = items[0].reliability.edges.numpy()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = new_figure(figsize=(5.5, 3.6))
     for i, r in enumerate(items):
         count = r.reliability.count.numpy().astype(float)
         total = count.sum()

@@ -12,21 +12,19 @@ from typing import Any
 import matplotlib
 import matplotlib.ticker
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import numpy as np
+import torch
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
 
-from segcal.conformal.evaluation import CoverageResult  # noqa: E402
-from segcal.conformal.sweep import summarise_sweep  # noqa: E402
-from segcal.plots.training import save_figure  # noqa: E402
+from segcal.conformal.evaluation import CoverageResult
+from segcal.conformal.sweep import summarise_sweep
+from segcal.plots.figure import Figure, new_figure, save_figure
 
 PathLike = str | os.PathLike | None
 
 
-def _finish(fig: plt.Figure, path: PathLike) -> plt.Figure:
+def _finish(fig: Figure, path: PathLike) -> Figure:
     if path is not None:
         save_figure(fig, path)
     return fig
@@ -37,11 +35,11 @@ def _class_name(names: Sequence[str] | None, c: int) -> str:
 
 
 def plot_ce_map(result: CoverageResult, class_index: int = -1, class_names: Sequence[str] | None = None,
-                path: PathLike = None) -> plt.Figure:
+                path: PathLike = None) -> Figure:
     """Per-pixel coverage error of one class (grey: fewer than ``min_test_labels`` test labels)."""
     c = class_index % result.ce_map.shape[0]
     ce = result.ce_map[c].double().numpy()
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig, ax = new_figure(figsize=(5.5, 4.5))
     cmap = matplotlib.colormaps["magma"].with_extremes(bad="0.75")
     vmax = max(0.5, float(np.nanmax(ce))) if np.isfinite(ce).any() else 0.5
     im = ax.imshow(np.ma.masked_invalid(ce), cmap=cmap, vmin=0, vmax=vmax)
@@ -55,12 +53,12 @@ def plot_ce_map(result: CoverageResult, class_index: int = -1, class_names: Sequ
 
 
 def plot_group_map(group_map: torch.Tensor, class_index: int = -1, title: str = "groups",
-                   path: PathLike = None) -> plt.Figure:
+                   path: PathLike = None) -> Figure:
     """Group ids ``[H, W]`` or ``[C, H, W]`` (one class shown) as a categorical map."""
     g = group_map[class_index % group_map.shape[0]] if group_map.ndim == 3 else group_map
     g = g.long().numpy()
     k = int(g.max()) + 1
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig, ax = new_figure(figsize=(5.5, 4.5))
     if k > 20:  # pixelwise: ids are not categories worth a legend
         im = ax.imshow(g, cmap="viridis")
         fig.colorbar(im, ax=ax, label="group id")
@@ -79,9 +77,9 @@ def _as_results(results: CoverageResult | Mapping[str, CoverageResult]) -> dict[
 
 
 def plot_coverage_vs_nominal(results: CoverageResult | Mapping[str, CoverageResult],
-                             class_index: int | None = None, path: PathLike = None) -> plt.Figure:
+                             class_index: int | None = None, path: PathLike = None) -> Figure:
     """Empirical vs nominal coverage (marginal, or of one class) with mean set size beside it."""
-    fig, (ax, ax_size) = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, (ax, ax_size) = new_figure(1, 2, figsize=(10, 4.2))
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="nominal")
     for name, r in _as_results(results).items():
         lv = r.levels.numpy()
@@ -99,10 +97,10 @@ def plot_coverage_vs_nominal(results: CoverageResult | Mapping[str, CoverageResu
     return _finish(fig, path)
 
 
-def plot_set_size_map(result: CoverageResult, alpha: float = 0.1, path: PathLike = None) -> plt.Figure:
+def plot_set_size_map(result: CoverageResult, alpha: float = 0.1, path: PathLike = None) -> Figure:
     """Mean prediction-set size per pixel over the test set at ``1 − alpha`` (a grid level)."""
     i = result.level_index(alpha)
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig, ax = new_figure(figsize=(5.5, 4.5))
     num_classes = result.ce_map.shape[0]
     im = ax.imshow(result.set_size_map[i].numpy(), cmap="viridis", vmin=0, vmax=num_classes)
     fig.colorbar(im, ax=ax, label="mean set size")
@@ -114,7 +112,7 @@ def plot_set_size_map(result: CoverageResult, alpha: float = 0.1, path: PathLike
 
 
 def plot_sweep(records: Iterable[Mapping[str, Any]], metrics: Sequence[str] = ("mean_ce", "mean_set_size"),
-               path: PathLike = None) -> plt.Figure:
+               path: PathLike = None) -> Figure:
     """Each of ``metrics`` (default mean CE and mean set size) versus n_cal per method, mean ± std
     over repeats, one panel each.
 
@@ -125,7 +123,7 @@ def plot_sweep(records: Iterable[Mapping[str, Any]], metrics: Sequence[str] = ("
     by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_method[row["method"]].append(row)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.2), squeeze=False)
+    fig, axes = new_figure(1, len(metrics), figsize=(5 * len(metrics), 4.2), squeeze=False)
     axes = axes[0]
     for name, rs in by_method.items():
         rs = sorted(rs, key=lambda r: r["n_cal"])
@@ -166,7 +164,7 @@ def set_colours(sets: torch.Tensor) -> np.ndarray:
 def plot_prediction_set_overlay(image: torch.Tensor | np.ndarray, sets: torch.Tensor,
                                 class_names: Sequence[str] | None = None, alpha: float | None = None,
                                 opacity: float = 0.5, path: PathLike = None,
-                                valid: torch.Tensor | np.ndarray | None = None) -> plt.Figure:
+                                valid: torch.Tensor | np.ndarray | None = None) -> Figure:
     """An image (``[H, W]``, ``[H, W, 3]`` or ``[3, H, W]``) with each pixel coloured by its set ``[C, H, W]``.
 
     Singleton sets get their class colour, sets with several classes are "ambiguous" (white),
@@ -184,7 +182,7 @@ def plot_prediction_set_overlay(image: torch.Tensor | np.ndarray, sets: torch.Te
     keep = np.ones(size.shape, bool) if valid is None else np.asarray(valid, dtype=bool)
     palette = set_palette(num_classes)
     colour = set_colours(s)
-    fig, ax = plt.subplots(figsize=(6, 4.8))
+    fig, ax = new_figure(figsize=(6, 4.8))
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
     ax.imshow(np.concatenate([colour, np.where(keep, opacity, 0.0)[..., None]], axis=-1))
     size = size[keep] if keep.any() else size.ravel()

@@ -4,13 +4,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from segcal.plots.training import class_colormap, save_figure  # noqa: E402
+from segcal.plots.figure import new_figure, save_figure
+from segcal.plots.training import class_colormap
 
 ROUND_METRICS = ("iou", "dice", "recall", "precision")
 
@@ -20,7 +17,7 @@ def plot_rounds(rows: list[dict], path: str | os.PathLike, metrics: tuple[str, .
     if not rows:
         raise ValueError("rows is empty: nothing to plot")
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(rows) + 2), 3.6))
+    fig, ax = new_figure(figsize=(max(4.5, 1.1 * len(rows) + 2), 3.6))
     for m in metrics:
         ax.plot(x, [float(r[m]) for r in rows], marker="o", label=m)
     ax.set_xticks(x, [str(r["round"]) for r in rows], rotation=20 if len(rows) > 5 else 0)
@@ -39,7 +36,7 @@ def plot_hybrid_preview(images: list[np.ndarray], coarse: list[np.ndarray], refi
         raise ValueError(f"need the same positive number of images, coarse and refined masks and names, got "
                          f"{n}, {len(coarse)}, {len(refined)}, {len(names)}")
     cmap = class_colormap(num_classes, ignore_color=(0.85, 0.3, 0.3))
-    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.6 * n), squeeze=False)
+    fig, axes = new_figure(n, 3, figsize=(7.5, 2.6 * n), squeeze=False)
     for i in range(n):
         panels = (images[i], coarse[i], refined[i])
         for ax, img, title in zip(axes[i], panels, (names[i], "coarse mask", "refined (red: ignore)")):

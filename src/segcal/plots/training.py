@@ -6,21 +6,10 @@ import os
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.colors import ListedColormap
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-
-from segcal.io.atomic import atomic_write  # noqa: E402
-
-
-def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Save ``fig`` atomically (temporary file, then rename) and close it."""
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight"))
-    finally:
-        plt.close(fig)
+from segcal.plots.figure import new_figure, save_figure
 
 
 def read_metrics_csv(path: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
@@ -40,7 +29,7 @@ def read_metrics_csv(path: str | os.PathLike) -> dict[str, list[tuple[int, float
 
 def plot_curves(series: dict[str, list[tuple[int, float]]], path: str | os.PathLike) -> Path:
     """Two panels: train/val loss, and the mean foreground val metrics, per epoch."""
-    fig, (ax_loss, ax_met) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax_loss, ax_met) = new_figure(1, 2, figsize=(10, 3.8))
     for key in ("train/loss", "val/loss"):
         if key in series:
             ep, val = zip(*series[key])
@@ -58,7 +47,7 @@ def plot_curves(series: dict[str, list[tuple[int, float]]], path: str | os.PathL
 
 def class_colormap(num_classes: int, ignore_color=(1.0, 1.0, 1.0)) -> ListedColormap:
     """Distinct colours for classes 0..C-1, plus one for ignored pixels (index C)."""
-    base = plt.get_cmap("tab10" if num_classes <= 10 else "tab20")
+    base = matplotlib.colormaps.get_cmap("tab10" if num_classes <= 10 else "tab20")
     colors = [(0.05, 0.05, 0.05)] + [base(i % base.N)[:3] for i in range(num_classes - 1)] + [ignore_color]
     return ListedColormap(colors)
 
@@ -71,7 +60,7 @@ def plot_samples(images: np.ndarray, truths: np.ndarray, preds: np.ndarray, name
     """
     n = len(images)
     cmap = class_colormap(num_classes)
-    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.4 * n), squeeze=False)
+    fig, axes = new_figure(n, 3, figsize=(7.5, 2.4 * n), squeeze=False)
     for i in range(n):
         truth = np.where(truths[i] == ignore_index, num_classes, truths[i])
         for ax, img, title in zip(axes[i], (images[i], truth, preds[i]), ("image", "true mask", "prediction")):

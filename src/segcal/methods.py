@@ -1,0 +1,30 @@
+"""The calibration methods by their one name (CLI, Python, results and files), without importing them.
+
+The CLI builds its help from these tables, so ``segcal --help`` stays light; the classes live in
+:mod:`segcal.calibrators` (recalibration) and :mod:`segcal.conformal` (per-pixel conformal).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+RECALIBRATION_METHODS = ("temperature", "vector", "selective", "lts")
+"""Map logits to calibrated logits (:data:`segcal.calibrators.CALIBRATORS` has the same keys)."""
+
+CONFORMAL_METHODS: dict[str, tuple[str, dict[str, Any]]] = {  # name → (grouping, default parameters)
+    "pixel": ("pixel", {}), "image": ("image", {}), "kandinsky-kmeans": ("kmeans", {}),
+    "kandinsky-annuli": ("annuli", {}),
+    "kandinsky-auto": ("kmeans", {"num_groups": "auto"}),  # number of groups chosen on held-out images
+}
+"""Per-pixel conformal calibration: the grouping of :class:`~segcal.conformal.ConformalCalibrator`."""
+
+METHODS = (*RECALIBRATION_METHODS, *CONFORMAL_METHODS)
+
+DEFAULT_N_CALS = (10, 25, 50, 100, 200, 500)
+"""Calibration set sizes of the low-data sweep."""
+
+
+def check_method(method: str) -> str:
+    """``method`` if it is a known name, else ``ValueError`` listing them."""
+    if method not in METHODS:
+        raise ValueError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
+    return method
