@@ -55,7 +55,7 @@ def test_the_cli_reference_keeps_argument_groups_defaults_and_help(pages):
     section = pages["cli.md"].split("## `segcal evaluate`", 1)[1].split("\n## ", 1)[0]
     assert "**saved predictions (models from any framework)**" in section
     assert "| `--bins BINS` | `15` | equal-width confidence bins (default: 15) |" in section
-    assert "segcal calibrate --method METHOD [options] [CHECKPOINT] [KEY=VALUE ...]" in pages["cli.md"]
+    assert "segcal calibrate [options] [CHECKPOINT] [KEY=VALUE ...]" in pages["cli.md"]
     assert "(default: &lt;run&gt;/eval/&lt;checkpoint&gt;-&lt;split&gt;)" in section  # no raw HTML tags
 
 

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from segcal.cli.commands import metrics_table
+from segcal.methods import METHODS as METHOD_NAMES
 
 out = Console()
 err = Console(stderr=True)
@@ -24,7 +25,11 @@ CALIBRATION_COLUMNS = (("ece", "ECE"), ("adaptive_ece", "adaptive ECE"), ("mce",
 @contextmanager
 def writing(target: Path, folder: bool = False) -> Iterator[Path]:
     """Lock output ``target`` against concurrent segcal runs and check it is writable before any work."""
-    from segcal.io.atomic import check_writable, new_dirs_removed_on_failure, output_lock
+    from segcal.io.atomic import (
+        check_writable,
+        new_dirs_removed_on_failure,
+        output_lock,
+    )
 
     with new_dirs_removed_on_failure(target if folder else target.parent), output_lock(target):
         check_writable(target if folder else target.parent)
@@ -54,7 +59,12 @@ def _folder(predictions: str, args: argparse.Namespace):
 
 def build_source(args: argparse.Namespace, split: str, predictions: str | None = None) -> tuple[Any, Any]:
     """``(source, bundle)`` from CLI arguments: a model checkpoint over ``split``, or saved predictions."""
-    from segcal.pipeline.bundle import CalibrationBundle, has_model, load_bundle, read_checkpoint
+    from segcal.pipeline.bundle import (
+        CalibrationBundle,
+        has_model,
+        load_bundle,
+        read_checkpoint,
+    )
     from segcal.pipeline.sources import model_source
 
     predictions = predictions or args.predictions
@@ -155,11 +165,30 @@ def _params(items: list[str] | None) -> dict[str, Any]:
     return params
 
 
+def params_table(method: str | None) -> Table:
+    """``--list-params``: every tunable parameter of ``method`` (or of every method) with its default."""
+    from segcal.pipeline.calibrate import method_params
+
+    table = Table(title="Method parameters (segcal calibrate --method M --param NAME=VALUE)")
+    for column in ("method", "parameter", "default"):
+        table.add_column(column)
+    for name in [method] if method else METHOD_NAMES:
+        for i, (param, default) in enumerate(method_params(name).items()):
+            table.add_row(name if i == 0 else "", param, repr(default))
+        table.add_section()
+    return table
+
+
 def calibrate(args: argparse.Namespace) -> int:
-    from segcal.pipeline.bundle import save_bundle
     from segcal.methods import CONFORMAL_METHODS, check_method
+    from segcal.pipeline.bundle import save_bundle
     from segcal.pipeline.calibrate import calibrate as run_calibrate
 
+    if args.list_params:
+        out.print(params_table(args.method))
+        return 0
+    if args.method is None:
+        raise ValueError("--method is required (one of: " + ", ".join(METHOD_NAMES) + ")")
     check_method(args.method)
     if args.out:
         target = Path(args.out)

@@ -53,11 +53,13 @@ def add_parsers(sub) -> None:
         "(pixel, image, kandinsky-*) store nc curves for per-pixel prediction sets. A conformal method fitted on "
         "a recalibrated checkpoint uses the recalibrated probabilities.")
     _source_args(p, "cal", "model checkpoint; with --predictions: optional calibrated file to extend")
-    p.add_argument("--method", required=True, choices=METHODS, metavar="METHOD", help=", ".join(METHODS))
+    p.add_argument("--method", choices=METHODS, metavar="METHOD", help=", ".join(METHODS))
+    p.add_argument("--list-params", action="store_true",
+                   help="list the --param names and defaults of --method (or of every method) and exit")
     p.add_argument("--n-cal", type=int, metavar="K", help="use only the first K calibration images")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="method hyper-parameter, repeatable, e.g. --param num_groups=6 --param split=0.5 "
-                   "(conformal) or --param epochs=20 (selective/lts)")
+                   "(conformal) or --param epochs=20 (selective/lts); --list-params shows them all")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default: 0)")
     p.add_argument("--out", metavar="FILE", help="output file (default: <checkpoint>.<method>.ckpt next to it)")
     p.set_defaults(func=calib_commands.calibrate)

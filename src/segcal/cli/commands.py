@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 import yaml
 from rich.console import Console
 from rich.table import Table
 
 from segcal.configio import to_dict
-from segcal.io.atomic import atomic_write_text
+from segcal.io.jsonio import write_json
 
 out = Console()
 
@@ -60,7 +59,7 @@ def evaluate_seg(args: argparse.Namespace) -> int:
     result = evaluate_segmentation(args.checkpoint, args.split, args.overrides, args.device)
     out.print(metrics_table(result, f"{args.split} split: {result['num_images']} images"))
     if args.json:
-        atomic_write_text(args.json, json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0
 
 
@@ -88,8 +87,8 @@ def show_config(args: argparse.Namespace) -> int:
 
 def export_synthetic(args: argparse.Namespace) -> int:
     from segcal.data.config import SyntheticConfig
-    from segcal.data.synthetic import SyntheticDataset
     from segcal.data.folder import write_folder_dataset
+    from segcal.data.synthetic import SyntheticDataset
 
     cfg = SyntheticConfig(num_images=args.num_images, num_classes=args.num_classes, height=args.size[0],
                           width=args.size[1], seed=args.seed)

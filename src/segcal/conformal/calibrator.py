@@ -25,15 +25,31 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from segcal.conformal.accumulate import DEFAULT_MAX_EXACT_SCORES, MODES, Mode, ScoreAccumulator, ScoreBank
+from segcal.conformal.accumulate import (
+    DEFAULT_MAX_EXACT_SCORES,
+    MODES,
+    Mode,
+    ScoreAccumulator,
+    ScoreBank,
+)
 from segcal.conformal.diagnostics import TrivialThresholdWarning, trivial_message
-from segcal.conformal.grouping import PixelStatistics, get_grouping, normalise_group_map, pixel_statistics
-from segcal.conformal.quantile import (COVERAGE_LEVELS, SortedScores, fallback_pixels, levels_from_alpha,
-                                       pixel_thresholds)
+from segcal.conformal.grouping import (
+    PixelStatistics,
+    get_grouping,
+    normalise_group_map,
+    pixel_statistics,
+)
+from segcal.conformal.quantile import (
+    COVERAGE_LEVELS,
+    SortedScores,
+    fallback_pixels,
+    levels_from_alpha,
+    pixel_thresholds,
+)
 from segcal.conformal.scores import get_score, scores_at_labels
-from segcal.conformal.state import NC_CURVE_LEVELS, conformal_state, split_state
 from segcal.conformal.selection import DEFAULT_GROUP_CANDIDATES, select_num_groups
 from segcal.conformal.sets import prediction_sets
+from segcal.conformal.state import NC_CURVE_LEVELS, conformal_state, split_state
 from segcal.errors import no_labels
 from segcal.estimator import Estimator
 from segcal.stats.outputs import Head, Kind, as_tensor, check_batch, num_output_classes

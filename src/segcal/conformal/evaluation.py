@@ -10,7 +10,6 @@ fractions of empty / full sets and of trivial thresholds (``q̂ = 1``), per leve
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,23 +20,24 @@ import torch.distributed as dist
 from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.quantile import COVERAGE_LEVELS, levels_from_alpha
 from segcal.conformal.scores import valid_labels
-from segcal.conformal.sets import (LevelHistogram, add_small_counts, cumulate_levels, first_covering_level,
-                                  labelled_levels, labelled_view)
+from segcal.conformal.sets import (
+    LevelHistogram,
+    add_small_counts,
+    cumulate_levels,
+    first_covering_level,
+    labelled_levels,
+    labelled_view,
+)
+from segcal.io.jsonio import plain
 from segcal.stats.outputs import Head, Kind
 from segcal.stats.score_histogram import all_reduce_
 
 MIN_TEST_LABELS = 10
 
 
-def _nan_to_none(x: Any) -> Any:
-    if isinstance(x, list):
-        return [_nan_to_none(v) for v in x]
-    return None if isinstance(x, float) and math.isnan(x) else x
-
-
 def _floats(t: torch.Tensor) -> Any:
     """Tensor → float or nested lists of floats, NaN → None (JSON)."""
-    return _nan_to_none(t.double().tolist())
+    return plain(t.double())
 
 
 @dataclass

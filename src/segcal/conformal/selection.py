@@ -18,7 +18,11 @@ from __future__ import annotations
 import torch
 
 from segcal.conformal.accumulate import ScoreAccumulator
-from segcal.conformal.grouping import GroupingSpec, normalise_group_map, pixel_statistics
+from segcal.conformal.grouping import (
+    GroupingSpec,
+    normalise_group_map,
+    pixel_statistics,
+)
 from segcal.conformal.quantile import pixel_thresholds
 
 DEFAULT_GROUP_CANDIDATES = (1, 2, 4, 8, 16, 32)

@@ -17,8 +17,8 @@ import torch
 from segcal.conformal.accumulate import ScoreBank
 from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.evaluation import MIN_TEST_LABELS, CoverageAccumulator
-from segcal.methods import DEFAULT_N_CALS
 from segcal.conformal.scores import class_scores
+from segcal.methods import DEFAULT_N_CALS
 from segcal.stats.outputs import Head, Kind
 
 SWEEP_METRICS = ("mean_ce", "mean_set_size", "full_fraction", "empty_fraction", "trivial_fraction")

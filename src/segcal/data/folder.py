@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from segcal.io.atomic import staged_folder
 from segcal.data.base import Sample, SegSource
 from segcal.data.files import IMAGE_EXTS, find_images, read_image, read_mask, write_png
 from segcal.data.labels import CLASSES_FILE
+from segcal.io.atomic import staged_folder
 
 
 class FolderDataset(SegSource):

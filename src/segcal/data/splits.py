@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segcal.io.atomic import atomic_write_text
 from segcal.data.config import SPLITS
+from segcal.io.atomic import atomic_write_text
 
 _EPS = 1e-9
 

@@ -5,26 +5,13 @@ object and ``None`` in :meth:`CalibrationResults.to_dict`, which is JSON-seriali
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 
+from segcal.io.jsonio import plain
 from segcal.stats.binned import BinnedStats
-
-
-def _jsonable(x: Any) -> Any:
-    """Tensors → nested lists, NaN/inf → None, recursively through dicts and lists."""
-    if isinstance(x, torch.Tensor):
-        return _jsonable(x.tolist())
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 def _tensor(x: Any) -> torch.Tensor:
@@ -58,7 +45,7 @@ class Reliability:
         return cls(edges.double().cpu(), stats.confidence().cpu(), stats.accuracy().cpu(), stats.count.long().cpu())
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable({f.name: getattr(self, f.name) for f in fields(self)})
+        return plain({f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Reliability:
@@ -130,7 +117,7 @@ class CalibrationResults:
             value = getattr(self, f.name)
             if f.name in MAPS and not maps:
                 continue
-            d[f.name] = value.to_dict() if isinstance(value, Reliability) else _jsonable(value)
+            d[f.name] = value.to_dict() if isinstance(value, Reliability) else plain(value)
         return d
 
     @classmethod

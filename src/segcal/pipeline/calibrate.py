@@ -8,29 +8,58 @@ logits *after* the bundle's recalibrator, so the two compose.
 """
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any
 
-from segcal.calibrators.registry import make_calibrator
+from segcal.calibrators.registry import CALIBRATORS, make_calibrator
 from segcal.conformal.calibrator import ConformalCalibrator
+from segcal.errors import NoLabelsError
 from segcal.methods import CONFORMAL_METHODS, RECALIBRATION_METHODS, check_method
 from segcal.pipeline.bundle import CalibrationBundle
 from segcal.pipeline.progress import track
-from segcal.errors import NoLabelsError
 from segcal.pipeline.sources import Stream, source_name
+
+NOT_PARAMS = ("grouping", "num_classes", "kind", "head", "ignore_index", "seed", "bins")
+"""Parameters segcal sets itself (from the method name, the data source and ``--seed``; ``bins`` is a
+Python object); the others are ``--param NAME=VALUE``."""
+GROUPING_PARAMS = ("num_groups", "split", "group_candidates")
+"""Parameters only learned groupings (kandinsky-*) have."""
+
+
+def method_params(method: str) -> dict[str, Any]:
+    """The tunable parameters of ``method`` and their defaults (what ``--param`` accepts)."""
+    check_method(method)
+    skip = set(NOT_PARAMS)
+    if method in RECALIBRATION_METHODS:
+        cls = CALIBRATORS[method]
+        defaults: dict[str, Any] = {}
+    else:
+        cls, defaults = ConformalCalibrator, CONFORMAL_METHODS[method][1]
+        if method in ("pixel", "image"):
+            skip |= set(GROUPING_PARAMS)
+    signature = inspect.signature(cls.__init__).parameters
+    return {name: defaults.get(name, signature[name].default) for name in cls.param_names() if name not in skip}
+
+
+def check_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` if every name is a parameter of ``method``, else one error naming the valid ones."""
+    valid = method_params(method)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(f"invalid --param {', '.join(unknown)} for {method}; valid: {', '.join(valid)} "
+                         "(see `segcal calibrate --list-params`)")
+    return params
+
 
 def make_conformal(method: str, num_classes: int, head: str = "softmax", ignore_index: int = 255,
                    seed: int = 0, **params: Any) -> ConformalCalibrator:
     """An unfitted conformal calibrator for a CLI method name (``params``: e.g. ``num_groups``, ``split``)."""
-    check_method(method)
-    if method not in CONFORMAL_METHODS:
+    if check_method(method) not in CONFORMAL_METHODS:
         raise ValueError(f"{method!r} is a recalibration method, not a conformal one")
     grouping, defaults = CONFORMAL_METHODS[method]
-    try:
-        return ConformalCalibrator(grouping, num_classes, kind="logits", head=head, ignore_index=ignore_index,
-                                   seed=seed, **{**defaults, **params})
-    except TypeError as exc:
-        raise ValueError(f"invalid --param for {method}: {exc}") from exc
+    return ConformalCalibrator(grouping, num_classes, kind="logits", head=head, ignore_index=ignore_index,
+                               seed=seed, **{**defaults, **check_params(method, params)})
 
 
 def _progress(enabled: bool):
@@ -71,11 +100,8 @@ def _fit(source, method: str, bundle: CalibrationBundle, params: dict[str, Any],
         if bundle.recalibration is not None or bundle.conformal is not None:
             raise ValueError(f"the checkpoint is already calibrated ({bundle.describe()}); fit {method} "
                              "on the uncalibrated checkpoint instead")
-        try:
-            calibrator = make_calibrator(method, head=source.head, ignore_index=source.ignore_index, seed=seed,
-                                         **params)
-        except TypeError as exc:
-            raise ValueError(f"invalid --param for {method}: {exc}") from exc
+        calibrator = make_calibrator(method, head=source.head, ignore_index=source.ignore_index, seed=seed,
+                                     **check_params(method, params))
         stream = Stream(source, lambda b: (b["logits"], b["mask"], b.get("image")))
         calibrator.fit(stream, progress=_progress(progress))
         bundle.recalibration, info = calibrator, dict(calibrator.info_)

@@ -9,14 +9,13 @@ The model runs once per split; later stages reuse the cached logits.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from segcal.configio import load_yaml
-from segcal.io.atomic import atomic_write_text
+from segcal.io.jsonio import write_json
 from segcal.pipeline.bundle import save_bundle
 from segcal.pipeline.calibrate import calibrate
 from segcal.pipeline.config import ExperimentConfig, experiment_from_dict
@@ -107,8 +106,7 @@ def run_demo(out: str = "runs", quick: bool = False, data: str | None = None, ov
                       seed=cfg.seed, progress=progress)
     summary = summary_lines(cfg, trained, evaluations, run_dir)
     seconds = time.time() - start
-    atomic_write_text(run_dir / "summary.json", json.dumps({"summary": summary, "seconds": seconds,
-                                                            "val_best": trained.val_metrics}, indent=2))
+    write_json(run_dir / "summary.json", {"summary": summary, "seconds": seconds, "val_best": trained.val_metrics})
     say("6/6 writing the HTML report")
     report = build_report(run_dir)
     return DemoResult(run_dir, trained, evaluations, sweep, report, summary, time.time() - start,

@@ -13,18 +13,19 @@ for the schema the report reads).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from segcal.errors import no_labels
-from segcal.conformal.evaluation import MIN_TEST_LABELS, CoverageAccumulator, CoverageResult
+from segcal.conformal.evaluation import (
+    MIN_TEST_LABELS,
+    CoverageAccumulator,
+    CoverageResult,
+)
 from segcal.conformal.quantile import COVERAGE_LEVELS, levels_from_alpha
-from segcal.io.atomic import atomic_write_text
+from segcal.errors import no_labels
+from segcal.io.jsonio import write_json
 from segcal.metrics.calibration import CalibrationMetrics
 from segcal.metrics.calibration_results import CalibrationResults
 from segcal.metrics.segmentation import SegmentationMetrics
@@ -112,7 +113,7 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
         out["figures"] = write_figures(path / "figures", list(results.values()), cov, conformal,
                                        source.class_names, examples)
         out["seconds"] = time.time() - start
-        atomic_write_text(path / "evaluation.json", json.dumps(out, indent=2, default=_jsonable))
+        write_json(path / "evaluation.json", out)
     out["seconds"] = time.time() - start
     return Evaluation(path, out, results, cov)
 
@@ -125,11 +126,3 @@ def _check_alpha_on_grid(alpha: float, alphas: list[float] | None) -> None:
     if not any(abs(1 - alpha - lv) < 1e-9 for lv in levels):
         raise ValueError(f"--alpha {alpha} is not on the evaluated grid 1 − α ∈ {sorted(levels)}; "
                          "add it to --alphas")
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.tolist()
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")

@@ -15,8 +15,13 @@ from segcal.conformal.evaluation import CoverageResult
 from segcal.data.transforms import denormalize
 from segcal.metrics.calibration_results import CalibrationResults
 from segcal.plots.calibration import plot_all
-from segcal.plots.conformal import (plot_ce_map, plot_coverage_vs_nominal, plot_group_map,
-                                    plot_prediction_set_overlay, plot_set_size_map)
+from segcal.plots.conformal import (
+    plot_ce_map,
+    plot_coverage_vs_nominal,
+    plot_group_map,
+    plot_prediction_set_overlay,
+    plot_set_size_map,
+)
 
 CALIBRATION_TITLES = {"reliability": "Reliability diagram (top-label confidence)",
                       "confidence_histogram": "Confidence histogram",

@@ -13,7 +13,6 @@ Every file is written atomically (temporary file in the same folder, then ``os.r
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from segcal.io.atomic import atomic_write, atomic_write_text, staged_folder
 from segcal.data.files import find_images, read_mask, write_png
+from segcal.io.atomic import atomic_write, staged_folder
+from segcal.io.jsonio import read_json, write_json
 from segcal.stats.outputs import PROB_SUM_TOL, check_batch, num_output_classes
 
 PREDICTION_EXTS = (".npy", ".npz", ".pt")
@@ -116,7 +116,7 @@ def probs_to_logits(probs: Any, head: str = "softmax") -> torch.Tensor:
 
 def write_meta(folder: str | Path, meta: dict) -> None:
     """Atomically write ``meta`` as ``<folder>/meta.json``."""
-    atomic_write_text(Path(folder) / META_FILE, json.dumps(meta, indent=2) + "\n")
+    write_json(Path(folder) / META_FILE, meta)
 
 
 def read_meta(folder: str | Path) -> dict:
@@ -124,10 +124,7 @@ def read_meta(folder: str | Path) -> dict:
     path = Path(folder) / META_FILE
     if not path.is_file():
         return {}
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    meta = read_json(path)
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
     return meta

@@ -27,8 +27,15 @@ from scipy import ndimage
 
 from segcal.data.files import write_png
 from segcal.pipeline.progress import track
-from segcal.pipeline.refine_io import (PROVENANCE_FILE, Project, atomic_folders, link_or_copy, open_folder,
-                                       start_folder_dataset, write_json)
+from segcal.pipeline.refine_io import (
+    PROVENANCE_FILE,
+    Project,
+    atomic_folders,
+    link_or_copy,
+    open_folder,
+    start_folder_dataset,
+    write_json,
+)
 
 LABELS_FILE = "labels.csv"
 _TRUE = {"1", "true", "yes", "y", "t"}

@@ -21,9 +21,18 @@ from pathlib import Path
 from segcal.data.files import read_image, write_png
 from segcal.models.lightning import SegModel
 from segcal.pipeline.inference import experiment_of, load_model
-from segcal.pipeline.refine_io import (PROVENANCE_FILE, Project, atomic_folders, check_new_folder,
-                                       is_folder_dataset, link_or_copy, open_for_model, read_provenance,
-                                       start_folder_dataset, write_json)
+from segcal.pipeline.refine_io import (
+    PROVENANCE_FILE,
+    Project,
+    atomic_folders,
+    check_new_folder,
+    is_folder_dataset,
+    link_or_copy,
+    open_for_model,
+    read_provenance,
+    start_folder_dataset,
+    write_json,
+)
 from segcal.pipeline.refine_predict import predict_original
 from segcal.pipeline.refine_rules import RefineRule, refine_mask
 
@@ -62,12 +71,13 @@ def fit_conformal(model: SegModel, checkpoint: Path, calibration: Path | None, b
                   progress: bool, remap: str | list | None = None):
     """Imagewise conformal calibrator of ``model`` on ``calibration`` (a folder, its masks remapped
     like the coarse ones) or its run's val split."""
+    from torch.utils.data import DataLoader
+
     from segcal.conformal.calibrator import ImagewiseCalibrator
     from segcal.data.base import SplitDataset
     from segcal.pipeline.inference import iterate_logits
     from segcal.pipeline.refine_predict import model_transform
     from segcal.pipeline.sources import datamodule_for
-    from torch.utils.data import DataLoader
 
     if calibration is not None:
         source = open_for_model(model, calibration, remap, "--calibration")

@@ -20,9 +20,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from segcal.io.atomic import atomic_write_text, staged_folder
 from segcal.data.folder import FolderDataset
 from segcal.data.labels import CLASSES_FILE
+from segcal.io.atomic import staged_folder
+from segcal.io.jsonio import read_json, write_json  # noqa: F401  (write_json: re-exported for refine)
 
 PROVENANCE_FILE = "provenance.json"
 
@@ -104,15 +105,10 @@ def start_folder_dataset(root: Path, classes: Sequence[str]) -> None:
     (root / CLASSES_FILE).write_text(json.dumps(list(classes), indent=1) + "\n")
 
 
-def write_json(path: Path, data: dict) -> Path:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-    return path
-
-
 def read_provenance(folder: Path) -> dict:
     """``provenance.json`` of a dataset folder, or ``{}`` when there is none."""
     path = Path(folder) / PROVENANCE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def open_folder(root: Path, classes: Sequence[str] | None = None, remap: str | list | None = None,

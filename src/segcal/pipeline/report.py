@@ -20,10 +20,34 @@ from pathlib import Path
 from typing import Any
 
 from segcal.io.atomic import atomic_write_text
-from segcal.pipeline.report_html import (Html, bullets, cards, esc, figure_grid, fmt, h3, info_block, join,
-                                         kv_table, note, page, para, pre, section, table)
-from segcal.pipeline.report_inputs import (Evaluation, RunInputs, dig, figures_from, load_run, per_class, same_groups,
-                                           with_class_columns)
+from segcal.pipeline.report_html import (
+    Html,
+    bullets,
+    cards,
+    esc,
+    figure_grid,
+    fmt,
+    h3,
+    info_block,
+    join,
+    kv_table,
+    note,
+    page,
+    para,
+    pre,
+    section,
+    table,
+)
+from segcal.pipeline.report_inputs import (
+    Evaluation,
+    RunInputs,
+    dig,
+    figures_from,
+    load_run,
+    per_class,
+    same_groups,
+    with_class_columns,
+)
 
 REPORT_SECTIONS = ("summary", "configuration", "training", "segmentation", "calibration", "recalibration",
                    "conformal", "sweep", "prediction-sets")

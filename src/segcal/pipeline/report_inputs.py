@@ -11,6 +11,7 @@ from typing import Any, Callable, TypeVar
 
 import yaml
 
+from segcal.io.jsonio import read_json
 from segcal.pipeline.report_html import Fig
 
 T = TypeVar("T")
@@ -94,8 +95,8 @@ class RunInputs:
         if not path.is_file():
             return None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = read_json(path)
+        except (OSError, ValueError) as exc:
             self.problems.append(f"could not read {self.rel(path)}: {exc}")
             return None
         if not isinstance(data, dict):

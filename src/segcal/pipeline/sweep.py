@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,13 +17,13 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from segcal.io.atomic import atomic_write_text
 from segcal.conformal.accumulate import ScoreBank
 from segcal.conformal.scores import class_scores, label_scores
 from segcal.conformal.sweep import AT_90, calibration_sweep, summarise_sweep
-from segcal.methods import DEFAULT_N_CALS
+from segcal.io.atomic import atomic_write_text
+from segcal.io.jsonio import write_json
+from segcal.methods import CONFORMAL_METHODS, DEFAULT_N_CALS
 from segcal.pipeline.bundle import CalibrationBundle
-from segcal.methods import CONFORMAL_METHODS
 from segcal.pipeline.calibrate import make_conformal
 from segcal.pipeline.progress import track
 from segcal.pipeline.sources import Stream, describe
@@ -88,7 +87,7 @@ def run_sweep(cal_source, test_source, out_dir: str | Path | None = None, *,
         (out / "figures").mkdir(parents=True, exist_ok=True)
         result["figures"] = _figures(records, out)
         result["seconds"] = time.time() - start
-        atomic_write_text(out / "sweep.json", json.dumps(result, indent=2))
+        write_json(out / "sweep.json", result)
         atomic_write_text(out / "sweep.csv", summary_csv(summary))
     result["seconds"] = time.time() - start
     return result

@@ -12,7 +12,6 @@ Run directory layout::
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -24,21 +23,24 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+)
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from segcal.configio import dump_yaml
-from segcal.io.atomic import atomic_write_text
 from segcal.data.datamodule import build_datamodule
 from segcal.data.transforms import denormalize
+from segcal.io.checkpoint import read_checkpoint, write_checkpoint
+from segcal.io.jsonio import write_json
 from segcal.models.lightning import SegModel
 from segcal.pipeline.config import ExperimentConfig
-from segcal.io.checkpoint import read_checkpoint, write_checkpoint
 from segcal.pipeline.evaluate_seg import evaluate_segmentation_model
 from segcal.pipeline.inference import load_model
 from segcal.pipeline.training_log import ResumableCSVLogger, trim_log
 from segcal.plots.training import plot_curves, plot_samples, read_metrics_csv
-
 
 # Lightning's start-up tips and a torch-internal deprecation add nothing for our users.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
@@ -171,7 +173,7 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> TrainResu
     best_model = load_model(best_path, "cpu")
     val = evaluate_segmentation_model(best_model, dm.dataloader("val"), progress=cfg.train.progress)
     val["checkpoint"] = str(best_path)
-    atomic_write_text(run_dir / "val_metrics.json", json.dumps(val, indent=2))
+    write_json(run_dir / "val_metrics.json", val)
     if cfg.train.vis_samples > 0:
         write_samples(best_model, dm.dataset("val"), cfg, figures / "samples.png")
     return TrainResult(run_dir, best_path, ckpt_dir / "last.ckpt", sorted(ckpt_dir.glob("epoch*.ckpt")), val,

@@ -11,7 +11,6 @@ from typing import Any
 
 import matplotlib
 import matplotlib.ticker
-
 import numpy as np
 import torch
 from matplotlib.colors import ListedColormap
