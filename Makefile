@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.segcal-installed
 
-.PHONY: setup demo demo-quick test test-slow bench clean
+.PHONY: setup demo demo-quick test test-slow lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ demo-quick: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
 
 test-slow: setup  # the long checks (subprocesses, kills, concurrent runs); CI runs them after `make test`
 	$(BIN)/python -m pytest -q -m slow

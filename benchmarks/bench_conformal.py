@@ -149,13 +149,14 @@ def worker_timing(reps: int) -> dict:
 
 
 def worker_groupings(n: int) -> dict:
+    from sklearn.metrics import adjusted_rand_score
+
     from segcal.conformal.accumulate import ScoreAccumulator
     from segcal.conformal.calibrator import KandinskyCalibrator
     from segcal.conformal.grouping import pixel_statistics
     from segcal.conformal.grouping_annuli import annuli_grouping
     from segcal.conformal.grouping_kmeans import kmeans_grouping
     from segcal.conformal.scores import label_scores
-    from sklearn.metrics import adjusted_rand_score
 
     fit, cal = ScoreAccumulator(2, (H, W), mode="histogram"), ScoreAccumulator(2, (H, W), mode="histogram")
     for i, (logits, labels) in enumerate(batches(2 * n)):
@@ -289,7 +290,8 @@ def main() -> None:
     bias = run_worker("histogram_bias", n=100 if args.quick else 200)
     t1 = timing["threads_1"]
     ratios = {
-        "histogram_peak_memory_big_vs_small": mem[f"histogram_{big}"]["peak_mib"] / mem[f"histogram_{small}"]["peak_mib"],
+        "histogram_peak_memory_big_vs_small":
+            mem[f"histogram_{big}"]["peak_mib"] / mem[f"histogram_{small}"]["peak_mib"],
         "exact_store_peak_memory_big_vs_small": mem[f"exact_{big}"]["peak_mib"] / mem[f"exact_{small}"]["peak_mib"],
         "accumulation_time_vs_unet_forward": t1["histogram_accumulation_s_per_image"] / t1["unet_forward_s_per_image"],
         "validated_accumulation_time_vs_unet_forward": t1["with_input_validation_s_per_image"]
@@ -330,7 +332,8 @@ def main() -> None:
                   f" exact store {1e3 * t['exact_store_s_per_image']:.2f} ms/image")
     print(f"k-means fit {groupings['kmeans_fit_s']:.2f} s, annuli fit {groupings['annuli_fit_s']:.2f} s,"
           f" Kandinsky fit_parts {groupings['kandinsky_kmeans_fit_parts_s']:.2f} s"
-          f" (ARI vs planted: k-means {groupings['kmeans_ari_vs_planted']}, annuli {groupings['annuli_ari_vs_planted']})")
+          f" (ARI vs planted: k-means {groupings['kmeans_ari_vs_planted']},"
+          f" annuli {groupings['annuli_ari_vs_planted']})")
     for key, e in evaluation.items():
         print(f"evaluation {e['vectorised_s']:.3f} s ({key.replace('_', ' ')}) at {H}x{W}; loops on {CROP}x{CROP}"
               f" extrapolated: pixels x classes x levels {e['loop_pixels_levels_extrapolated_s']:.1f} s,"

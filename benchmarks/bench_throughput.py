@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from segcal.io.atomic import atomic_write_text
 from segcal.data.datamodule import build_datamodule
+from segcal.io.atomic import atomic_write_text
 from segcal.models.lightning import SegModel
 from segcal.pipeline.config import load_experiment
 from segcal.pipeline.configs import resolve_config

@@ -33,7 +33,8 @@ def loop_per_pixel(thr: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor
             for k in range(c):
                 sel = labels[:, i, j] == k
                 if sel.any():
-                    coverage[:, k, i, j] = (pixel_scores[sel, k].unsqueeze(0) <= thr[:, k, i, j].unsqueeze(1)).double().mean(1)
+                    inside = pixel_scores[sel, k].unsqueeze(0) <= thr[:, k, i, j].unsqueeze(1)
+                    coverage[:, k, i, j] = inside.double().mean(1)
             labelled = pixel_scores[labels[:, i, j] < c]  # set sizes over labelled images only
             sizes[:, i, j] = (labelled.unsqueeze(0) <= thr[:, :, i, j].unsqueeze(1)).sum(2).sum(1)
     return coverage, sizes

@@ -6,7 +6,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from coverage_loops import CropThresholds, loop_per_pixel, loop_per_pixel_and_level  # noqa: E402
-
 from segcal.conformal.evaluation import CoverageAccumulator  # noqa: E402
 
 

@@ -4,11 +4,10 @@ import io
 import pytest
 import torch
 
-from segcal.estimator import NotFittedError
-
 from segcal.calibrators.registry import CALIBRATORS, load_calibrator, make_calibrator
 from segcal.calibrators.sampling import CropSample, PixelSample, reservoir_slots
 from segcal.calibrators.stream import CalibrationStream
+from segcal.estimator import NotFittedError
 
 C = 3
 QUICK = {"temperature": {}, "vector": {}, "selective": {"epochs": 2}, "lts": {"epochs": 2}}
@@ -83,7 +82,8 @@ def test_stream_items_may_be_tuples_lists_or_mappings():
     assert batches[0].images is not None and batches[1].images is None
     assert stream.num_batches == 2 and stream.num_images == 8 and int(stream.class_counts.sum()) == 2 * 4 * 64
     for bad, message in [((logits,), "stream items must be"), ({"logits": logits}, "keys"),
-                         ((logits, labels.tolist()), "torch.Tensor or a NumPy array"), ((logits, labels, images[:, :, :2]), "images")]:
+                         ((logits, labels.tolist()), "torch.Tensor or a NumPy array"),
+                         ((logits, labels, images[:, :, :2]), "images")]:
         with pytest.raises(ValueError, match=message):
             list(CalibrationStream([bad]))
     with pytest.raises(ValueError, match="iterable"):

@@ -9,7 +9,7 @@ from segcal.pipeline.configs import builtin_configs, resolve_config
 def test_every_subcommand_has_help(capsys):
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001
-    assert {"demo", "train", "evaluate-seg", "configs", "config", "export-synthetic"} <= set(commands)
+    assert {"demo", "train", "evaluate", "configs", "config", "export-synthetic"} <= set(commands)
     for name in commands:
         with pytest.raises(SystemExit) as exc:
             main([name, "--help"])

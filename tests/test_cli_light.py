@@ -30,5 +30,5 @@ def test_method_names_match_the_registries():
     from segcal.methods import CONFORMAL_METHODS, RECALIBRATION_METHODS
 
     assert tuple(CALIBRATORS) == RECALIBRATION_METHODS
-    for name, (grouping, _) in CONFORMAL_METHODS.items():
+    for grouping, _ in CONFORMAL_METHODS.values():
         assert get_grouping(grouping).name == grouping

@@ -5,8 +5,13 @@ import pytest
 import torch
 
 from segcal.conformal.accumulate import ScoreBank
-from segcal.conformal.calibrator import (ConformalCalibrator, ImagewiseCalibrator, KandinskyCalibrator,
-                                         PixelwiseCalibrator, assign_parts)
+from segcal.conformal.calibrator import (
+    ConformalCalibrator,
+    ImagewiseCalibrator,
+    KandinskyCalibrator,
+    PixelwiseCalibrator,
+    assign_parts,
+)
 from segcal.conformal.grouping import GROUPINGS, register_grouping
 from segcal.conformal.scores import label_scores
 from segcal.conformal.sets import ambiguous, set_size

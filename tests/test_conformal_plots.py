@@ -5,8 +5,14 @@ import torch
 from segcal.conformal.calibrator import ImagewiseCalibrator, PixelwiseCalibrator
 from segcal.conformal.evaluation import evaluate_coverage
 from segcal.conformal.synthetic import block_map, planted_logits
-from segcal.plots.conformal import (plot_ce_map, plot_coverage_vs_nominal, plot_group_map,
-                                    plot_prediction_set_overlay, plot_set_size_map, plot_sweep)
+from segcal.plots.conformal import (
+    plot_ce_map,
+    plot_coverage_vs_nominal,
+    plot_group_map,
+    plot_prediction_set_overlay,
+    plot_set_size_map,
+    plot_sweep,
+)
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,7 @@ import torch
 
 from segcal.data.base import Sample
 from segcal.data.config import AugmentConfig, DataConfig
-from segcal.data.transforms import (SegTransform, affine_pair, color_jitter, denormalize, fit_to_size,
-                                    normalize)
+from segcal.data.transforms import SegTransform, affine_pair, color_jitter, denormalize, fit_to_size, normalize
 
 
 def _wide_sample(h=20, w=40):

@@ -55,7 +55,8 @@ def test_demo_config_defaults_overfit_and_folder_data_trains_fewer_epochs(tmp_pa
     from segcal.pipeline.demo import demo_config
 
     cfg = demo_config(str(tmp_path))
-    assert (cfg.train.epochs, cfg.data.splits["train"], cfg.data.augment.hflip) == (120, 32, 0.0)  # over-fitted on purpose
+    # over-fitted on purpose
+    assert (cfg.train.epochs, cfg.data.splits["train"], cfg.data.augment.hflip) == (120, 32, 0.0)
     quick = demo_config(str(tmp_path), quick=True)
     assert quick.train.epochs == 2 and quick.train.val_every == 1
     (tmp_path / "images").mkdir()

@@ -11,8 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from segcal.io.atomic import (OutputBusyError, OutputError, atomic_write, atomic_write_text, check_writable,
-                              clean_stale_temps, output_lock, staged_folder, temp_path)
+from segcal.io.atomic import (
+    OutputBusyError,
+    OutputError,
+    atomic_write,
+    atomic_write_text,
+    check_writable,
+    clean_stale_temps,
+    output_lock,
+    staged_folder,
+    temp_path,
+)
 from segcal.io.checkpoint import write_checkpoint
 
 

@@ -73,7 +73,8 @@ def test_conformal_on_top_of_recalibration(run, conformal_ckpt, capsys):
     keys = {f["key"] for f in result["figures"]}
     assert {"ce_map", "group_map", "coverage_vs_nominal", "set_size_map", "set_overlay_0"} <= keys
     assert "mean CE" in capsys.readouterr().out
-    assert _cli("evaluate", conformal_ckpt, "--alpha", "0.2", "--alphas", "0.1,0.2", "--out", run[0] / "eval" / "c2") == 0
+    out = run[0] / "eval" / "c2"
+    assert _cli("evaluate", conformal_ckpt, "--alpha", "0.2", "--alphas", "0.1,0.2", "--out", out) == 0
     levels = json.loads((run[0] / "eval" / "c2" / "evaluation.json").read_text())["conformal"]["levels"]
     assert levels == pytest.approx([0.8, 0.9])
 

@@ -84,18 +84,17 @@ def test_step_scheduler_and_adam(tmp_path):
     assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(5e-4)
 
 
-def test_cli_train_and_evaluate_seg(trained, tmp_path, capsys):
+def test_evaluate_segmentation_only(trained, tmp_path, capsys):
     cfg, res = trained
-    out_json = tmp_path / "test.json"
-    assert main(["evaluate-seg", str(res.last_checkpoint), "--split", "test", "--json", str(out_json)]) == 0
+    out = tmp_path / "ev"
+    assert main(["evaluate", str(res.last_checkpoint), "--split", "test", "--segmentation-only", "--out", str(out),
+                 "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "foreground mean" in text and "dice" in text
-    result = json.loads(out_json.read_text())
-    assert result["num_images"] == 8 and result["split"] == "test"
-
-
-def test_cli_evaluate_seg_missing_checkpoint(tmp_path, capsys):
-    assert main(["evaluate-seg", str(tmp_path / "nope.ckpt")]) == 2
+    assert "foreground mean" in text and "dice" in text and "Calibration" not in text
+    result = json.loads((out / "evaluation.json").read_text())
+    assert result["segmentation"]["num_images"] == 8 and result["source"]["split"] == "test"
+    assert result["calibration"] == {} and not list((out / "figures").glob("*.png"))
+    assert main(["evaluate", str(tmp_path / "nope.ckpt"), "--segmentation-only"]) == 2
     assert "nope.ckpt" in capsys.readouterr().err
 
 

@@ -5,7 +5,11 @@ import torch
 
 from segcal.metrics.calibration import CalibrationMetrics
 from segcal.plots.calibration import (
-    plot_all, plot_boundary_interior, plot_confidence_histogram, plot_ece_map, plot_image_ece_histogram,
+    plot_all,
+    plot_boundary_interior,
+    plot_confidence_histogram,
+    plot_ece_map,
+    plot_image_ece_histogram,
     plot_reliability,
 )
 

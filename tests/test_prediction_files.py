@@ -6,7 +6,13 @@ import torch
 
 from segcal.data.files import read_mask, write_png
 from segcal.pipeline.prediction_files import (
-    META_FILE, PredictionFolder, PredictionWriter, probs_to_logits, read_meta, read_prediction, write_meta,
+    META_FILE,
+    PredictionFolder,
+    PredictionWriter,
+    probs_to_logits,
+    read_meta,
+    read_prediction,
+    write_meta,
     write_prediction,
 )
 

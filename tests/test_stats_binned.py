@@ -5,7 +5,10 @@ import pytest
 import torch
 
 from segcal.stats.binned import (
-    BinnedStats, equal_width_bins, logit_bin_edges, logit_bins,
+    BinnedStats,
+    equal_width_bins,
+    logit_bin_edges,
+    logit_bins,
 )
 
 

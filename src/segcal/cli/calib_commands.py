@@ -131,10 +131,11 @@ def evaluate(args: argparse.Namespace) -> int:
         source, bundle = build_source(args, args.split)
         ev = run_evaluate(source, bundle, folder, name=folder.name, bins=args.bins,
                           boundary_width=args.boundary_width, alphas=alphas, set_alpha=args.alpha,
-                          progress=not args.no_progress)
+                          segmentation_only=args.segmentation_only, progress=not args.no_progress)
     r = ev.result
     out.print(metrics_table(r["segmentation"], f"Segmentation ({r['source']['num_images']} images)"))
-    out.print(calibration_table(r))
+    if r["calibration"]:
+        out.print(calibration_table(r))
     if r["conformal"]:
         out.print(coverage_table([r["conformal"]]))
     out.print(f"results: {folder / 'evaluation.json'}  figures: {folder / 'figures'}", highlight=False)

@@ -44,6 +44,9 @@ def add_parsers(sub) -> None:
                    help="miscoverage for the set-size map and overlays (default: 0.1)")
     p.add_argument("--alphas", metavar="A,B,...", help="miscoverage grid for coverage error "
                    "(default: 1 − α ∈ {0.05, 0.10, ..., 0.95})")
+    p.add_argument("--segmentation-only", action="store_true",
+                   help="only segmentation quality (Dice, IoU, recall, precision, accuracy): no calibration metrics, "
+                   "coverage or figures")
     p.set_defaults(func=calib_commands.evaluate)
 
     p = sub.add_parser(

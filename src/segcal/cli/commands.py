@@ -8,7 +8,6 @@ from rich.console import Console
 from rich.table import Table
 
 from segcal.configio import to_dict
-from segcal.io.jsonio import write_json
 
 out = Console()
 
@@ -50,16 +49,6 @@ def train(args: argparse.Namespace) -> int:
     result = run_train(cfg, args.run_dir)
     out.print(metrics_table(result.val_metrics, f"Validation ({result.best_checkpoint.name})"))
     out.print(f"run directory: {result.run_dir}  ({result.seconds:.0f} s)", highlight=False)
-    return 0
-
-
-def evaluate_seg(args: argparse.Namespace) -> int:
-    from segcal.pipeline.evaluate_seg import evaluate_segmentation
-
-    result = evaluate_segmentation(args.checkpoint, args.split, args.overrides, args.device)
-    out.print(metrics_table(result, f"{args.split} split: {result['num_images']} images"))
-    if args.json:
-        write_json(args.json, result)
     return 0
 
 

@@ -50,17 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(p)
     p.set_defaults(func=commands.train)
 
-    p = sub.add_parser("evaluate-seg", help="segmentation quality (Dice, IoU, ...) of a checkpoint",
-                       description="Per-class Dice, IoU, recall, precision and pixel accuracy on one split.")
-    p.add_argument("checkpoint", metavar="CHECKPOINT",
-                   help="model checkpoint; its stored data config and run manifests give the split")
-    p.add_argument("--split", default="test", choices=["train", "val", "cal", "test"],
-                   help="data split to evaluate (default: test)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    _add_overrides(p)
-    p.set_defaults(func=commands.evaluate_seg)
-
     p = sub.add_parser("configs", help="list the built-in experiment configs")
     p.set_defaults(func=commands.list_configs)
 
@@ -83,9 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.export_synthetic)
 
     from segcal.cli import calib_parsers, refine_commands
+    from segcal.cli.examples import add_examples
 
     calib_parsers.add_parsers(sub)  # evaluate, calibrate, predict, sweep, report
     refine_commands.add_parsers(sub)  # prepare-hybrid, refine, refine-eval, refine-report
+    add_examples(sub)
     return parser
 
 

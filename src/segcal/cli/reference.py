@@ -88,6 +88,8 @@ def _command_section(name: str, p: argparse.ArgumentParser, summary: str) -> lis
             lines += [f"| {_text(f'`{_invocation(a)}`')} | {_text(_default(a))} | "
                       f"{_text(_help(a, p.prog, exclusive))} |" for a in actions]
             lines.append("")
+    if p.epilog:
+        lines += ["Examples:", "", "```bash", *[ln.strip() for ln in p.epilog.splitlines()[1:]], "```", ""]
     return lines
 
 

@@ -53,7 +53,8 @@ def add_parsers(sub) -> None:
     acc = p.add_mutually_exclusive_group()
     acc.add_argument("--accurate", metavar="DIR", help="add these accurate images (default: P_BASELINE if any)")
     acc.add_argument("--no-accurate", action="store_true", help="only the refined coarse images")
-    p.add_argument("--remap", choices=["binary"], help="binary: label > 0 becomes 1 in the coarse, accurate and calibration masks")
+    p.add_argument("--remap", choices=["binary"],
+                   help="binary: label > 0 becomes 1 in the coarse, accurate and calibration masks")
     p.add_argument("--preview", type=int, default=4, metavar="N", help="images in preview.png (0: none)")
     p.add_argument("--batch-size", type=int, default=8, help="images per inference batch (default: 8)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")

@@ -69,9 +69,9 @@ class GroupingSpec:
 GROUPINGS: dict[str, GroupingSpec] = {}
 
 
-def register_grouping(name: str, *, learned: bool = True, num_groups: int | None = None,
-                      default_groups: int = 4,
-                      feature_levels: tuple[float, ...] = KANDINSKY_FEATURE_LEVELS) -> Callable[[GroupingFn], GroupingFn]:
+def register_grouping(name: str, *, learned: bool = True, num_groups: int | None = None, default_groups: int = 4,
+                      feature_levels: tuple[float, ...] = KANDINSKY_FEATURE_LEVELS
+                      ) -> Callable[[GroupingFn], GroupingFn]:
     """Decorator registering ``fn`` as grouping ``name`` (see :class:`GroupingSpec`)."""
     def decorate(fn: GroupingFn) -> GroupingFn:
         GROUPINGS[name] = GroupingSpec(name, fn, learned, num_groups, default_groups, tuple(feature_levels))

@@ -4,7 +4,8 @@ Every output goes to a uniquely named hidden sibling of its target, then ``os.re
 place. Temporary names carry the writer's host and pid (``.<name>.<host>-<pid>-<random>.tmp``), so
 
 - concurrent writers never share a temporary file (the last rename wins, whole);
-- any failure, ``KeyboardInterrupt`` or SIGTERM (the CLI turns SIGTERM into an exception) removes the temporary file before the error propagates;
+- any failure, ``KeyboardInterrupt`` or SIGTERM (the CLI turns SIGTERM into an exception) removes
+  the temporary file before the error propagates;
 - a run killed with SIGKILL leaves a temporary file that the next writer of the same target removes
   (its pid is dead on this host; other hosts' leftovers are removed once a day old).
 

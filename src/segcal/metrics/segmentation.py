@@ -38,6 +38,25 @@ def quality_from_confusion(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+def class_mean(per_class: torch.Tensor, classes: list[int] | None = None) -> torch.Tensor:
+    """Mean of ``per_class [C]`` over ``classes`` (default: the foreground, classes ``1..C-1``), ignoring NaN
+    (undefined classes); NaN when none is defined."""
+    values = torch.as_tensor(per_class, dtype=torch.float64)
+    picked = values[list(range(1, len(values))) if classes is None else list(classes)]
+    picked = picked[~picked.isnan()]
+    return picked.mean() if picked.numel() else torch.tensor(float("nan"), dtype=torch.float64)
+
+
+def quality_summary(results: dict[str, torch.Tensor], class_names: list[str],
+                    classes: list[int] | None = None) -> dict:
+    """``{"classes", "per_class": {metric: [C]}, "mean_foreground": {metric: x}, "overall_accuracy"}`` from the
+    output of :func:`quality_from_confusion` (plain floats; the mean over ``classes``, see :func:`class_mean`)."""
+    return {"classes": list(class_names),
+            "per_class": {m: [float(v) for v in results[m]] for m in QUALITY_METRICS},
+            "mean_foreground": {m: float(class_mean(results[m], classes)) for m in QUALITY_METRICS},
+            "overall_accuracy": float(results["overall_accuracy"])}
+
+
 class SegmentationMetrics(MulticlassConfusionMatrix):
     """Streaming per-class segmentation quality.
 

@@ -8,7 +8,7 @@ import torch
 
 from segcal.configio import from_dict, to_dict
 from segcal.errors import no_labels
-from segcal.metrics.segmentation import QUALITY_METRICS, SegmentationMetrics
+from segcal.metrics.segmentation import QUALITY_METRICS, SegmentationMetrics, class_mean
 from segcal.models.config import LossConfig, ModelConfig, OptimConfig
 from segcal.models.losses import SegmentationLoss, Target
 from segcal.models.networks import build_network
@@ -105,10 +105,7 @@ class SegModel(L.LightningModule):
         self.val_metrics.reset()
         for name in QUALITY_METRICS:
             per_class = results[name]
-            fg = per_class[1:]
-            fg = fg[~fg.isnan()]
-            self.log(f"val/{name}", fg.mean().float() if fg.numel() else torch.tensor(float("nan")),
-                     prog_bar=name in ("dice", "recall"))
+            self.log(f"val/{name}", class_mean(per_class).float(), prog_bar=name in ("dice", "recall"))
             for cname, value in zip(self.class_names, per_class):
                 self.log(f"val/{name}_{cname}", value.float())
 

@@ -60,10 +60,11 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
              name: str = "evaluation", bins: int = 15, boundary_width: int = 3, class_maps: bool = False,
              alphas: list[float] | None = None, set_alpha: float = SET_ALPHA,
              num_set_examples: int = NUM_SET_EXAMPLES, min_test_labels: int = MIN_TEST_LABELS,
-             progress: bool = True) -> Evaluation:
+             segmentation_only: bool = False, progress: bool = True) -> Evaluation:
     """Evaluate ``source`` (see :mod:`segcal.pipeline.sources`) with ``bundle`` applied.
 
     Writes ``evaluation.json`` and figures into ``out_dir`` when given (figures only then).
+    ``segmentation_only``: Dice, IoU, ... of the final prediction, no calibration or coverage.
     """
     start = time.time()
     bundle = bundle if bundle is not None else CalibrationBundle()
@@ -74,6 +75,8 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
     metrics = {"uncalibrated": _calibration_metrics(source, bins, boundary_width, class_maps)}
     if recal is not None:
         metrics[recal.method] = _calibration_metrics(source, bins, boundary_width, class_maps)
+    if segmentation_only:
+        metrics, conformal = {}, None
     coverage = None if conformal is None else CoverageAccumulator(conformal, alphas, min_test_labels)
     examples = SetExamples(num_set_examples if conformal is not None else 0, set_alpha)
     labelled = 0
@@ -82,9 +85,10 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
         nonlocal labelled
         raw, labels = batch["logits"], batch["mask"]
         labelled += int((labels != source.ignore_index).sum())
-        metrics["uncalibrated"].update(raw, labels)
+        if metrics:
+            metrics["uncalibrated"].update(raw, labels)
         final = raw if recal is None else recal(raw, batch.get("image"))
-        if recal is not None:
+        if recal is not None and metrics:
             metrics[recal.method].update(final, labels)
         seg.update(hard_labels(final, source.head), labels)
         if conformal is not None:

@@ -65,7 +65,7 @@ def write_figures(folder: Path, calibration: list[CalibrationResults], coverage:
     folder.mkdir(parents=True, exist_ok=True)
     root = folder.parent
     entries = []
-    for key, path in plot_all(calibration, folder).items():
+    for key, path in (plot_all(calibration, folder) if calibration else {}).items():
         title = CALIBRATION_TITLES.get(key, "Per-pixel ECE map" + key.removeprefix("ece_map").replace("_", " "))
         entries.append(_entry(key, title, path, root, "calibration"))
     if coverage is None or conformal is None:

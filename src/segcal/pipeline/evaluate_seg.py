@@ -1,11 +1,9 @@
-"""Segmentation quality of a model over one split (`segcal evaluate-seg`)."""
+"""Segmentation quality of a model over a loader (validation during training, refinement rounds)."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from segcal.metrics.segmentation import QUALITY_METRICS, SegmentationMetrics
+from segcal.metrics.segmentation import SegmentationMetrics, quality_summary
 from segcal.models.lightning import SegModel
-from segcal.pipeline.inference import iterate_logits, load_model
+from segcal.pipeline.inference import iterate_logits
 
 
 def evaluate_segmentation_model(model: SegModel, loader, progress: bool = True,
@@ -25,30 +23,4 @@ def evaluate_segmentation_model(model: SegModel, loader, progress: bool = True,
 
 def quality_dict(metrics: SegmentationMetrics, class_names: list[str]) -> dict:
     """``{"classes", "per_class": {metric: [C]}, "mean_foreground": {metric: x}, "overall_accuracy"}``."""
-    res = metrics.compute()
-    per_class = {m: [float(v) for v in res[m]] for m in QUALITY_METRICS}
-    mean_fg = {}
-    for m in QUALITY_METRICS:
-        fg = [v for v in per_class[m][1:] if v == v]
-        mean_fg[m] = sum(fg) / len(fg) if fg else float("nan")
-    return {"classes": list(class_names), "per_class": per_class, "mean_foreground": mean_fg,
-            "overall_accuracy": float(res["overall_accuracy"])}
-
-
-def evaluate_segmentation(checkpoint: str | Path, split: str = "test", overrides: list[str] | None = None,
-                          device: str = "auto", progress: bool = True) -> dict:
-    """Load ``checkpoint`` and evaluate it on ``split`` of its own data config.
-
-    The run directory's manifests (``<run>/manifests``) are reused when present, so the split
-    is exactly the one the model was trained with. ``overrides`` (``data.root=...``) adjust the
-    stored data config, e.g. when the data moved.
-    """
-    from segcal.pipeline.sources import datamodule_for
-
-    model = load_model(checkpoint, device)
-    dm = datamodule_for(checkpoint, model, overrides)
-    if split not in dm.split_names:
-        raise ValueError(f"split must be one of {sorted(dm.split_names)}, got {split!r}")
-    result = evaluate_segmentation_model(model, dm.dataloader(split), progress, f"evaluate {split}")
-    result.update(split=split, checkpoint=str(checkpoint))
-    return result
+    return quality_summary(metrics.compute(), class_names)

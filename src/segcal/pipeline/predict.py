@@ -50,7 +50,7 @@ def predict(source, out_dir: str | Path, bundle: CalibrationBundle | None = None
                     extra = {"sets": sets[i].numpy(), "set_size": size.numpy()}
                     sizes.append(float(size.float().mean()))
                     rgb = (set_colours(sets[i]) * 255).round().astype(np.uint8)
-                    atomic_write(writer.path(f"sets/{name}.png"), lambda tmp: write_png(tmp, rgb))
+                    atomic_write(writer.path(f"sets/{name}.png"), lambda tmp, rgb=rgb: write_png(tmp, rgb))
                 writer.add(name, logits[i].numpy(), batch["mask"][i].numpy(), **extra)
                 count += 1
     summary = {"out": str(out), "num_images": count, "calibration": bundle.describe(), "alpha": alpha}

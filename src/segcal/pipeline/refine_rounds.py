@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from segcal.io.atomic import atomic_write_text
-from segcal.metrics.segmentation import QUALITY_METRICS, SegmentationMetrics
+from segcal.metrics.segmentation import SegmentationMetrics, quality_summary
 from segcal.models.lightning import SegModel
 from segcal.pipeline.inference import experiment_of, load_model
 from segcal.pipeline.refine_io import Project, open_for_model
@@ -37,12 +37,7 @@ def evaluate_original(model: SegModel, source, batch_size: int = 8, progress: bo
         truth = torch.from_numpy(pred.mask).masked_fill(~torch.from_numpy(pred.known), model.ignore_index)
         metrics.update(torch.from_numpy(pred.probs.argmax(0))[None], truth[None])
         n += 1
-    res = metrics.compute()
-    per_class = {m: [float(v) for v in res[m]] for m in QUALITY_METRICS}
-    fg = {m: [v for v in per_class[m][1:] if v == v] for m in QUALITY_METRICS}
-    return {"classes": list(model.class_names), "per_class": per_class,
-            "mean_foreground": {m: sum(v) / len(v) if v else float("nan") for m, v in fg.items()},
-            "num_images": n}
+    return {**quality_summary(metrics.compute(), model.class_names), "num_images": n}
 
 
 def read_rounds(path: str | Path) -> list[dict]:

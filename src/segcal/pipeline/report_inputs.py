@@ -5,9 +5,10 @@ Unreadable files do not stop the report: they are collected in :attr:`RunInputs.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 

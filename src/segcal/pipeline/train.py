@@ -104,8 +104,8 @@ def _newest_readable(damaged: Path) -> Path | None:
 
 
 def check_resume(checkpoint: str | Path) -> tuple[int, int]:
-    """``(epoch, global_step)`` stored in resume checkpoint ``checkpoint``, read safely; a damaged file gets one error that
-    names the newest readable checkpoint next to it."""
+    """``(epoch, global_step)`` stored in resume checkpoint ``checkpoint``, read safely; a damaged file gets
+    one error that names the newest readable checkpoint next to it."""
     try:
         ckpt = read_checkpoint(checkpoint)
         if "state_dict" not in ckpt or "epoch" not in ckpt:

@@ -150,7 +150,8 @@ def set_palette(num_classes: int) -> np.ndarray:
 
 
 def set_colours(sets: torch.Tensor) -> np.ndarray:
-    """RGB ``[H, W, 3]`` in [0, 1] for sets ``[C, H, W]``: singleton → class colour, ambiguous → white, empty → black."""
+    """RGB ``[H, W, 3]`` in [0, 1] for sets ``[C, H, W]``: singleton → class colour, ambiguous → white,
+    empty → black."""
     s = sets.bool().cpu()
     size = s.sum(0).numpy()
     colour = np.ones((*size.shape, 3))
