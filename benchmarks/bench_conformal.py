@@ -2,7 +2,7 @@
 
     python benchmarks/bench_conformal.py [--quick]
 
-Synthetic logits come from :func:`segcal.conformal.synthetic.planted_logits` (4 planted
+Synthetic logits come from :func:`planted_logits` in ``tests/planted.py`` (4 planted
 rings, a per-image random effect), generated batch by batch from a seed. Each measurement
 runs in a fresh worker process:
 
@@ -48,13 +48,15 @@ import torch
 from coverage_loops import CropThresholds, loop_per_pixel, loop_per_pixel_and_level  # noqa: E402
 from peak_memory import PeakMemory  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # planted.py: synthetic test logits
+
 H, W, BATCH, CROP = 240, 320, 8, 16
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_conformal.json"
 MARGINS, NOISE = [-0.5, 1.5, 4.0, 8.0], [1.0, 1.5, 1.0, 3.0]
 
 
 def planted(shape=(H, W)) -> torch.Tensor:
-    from segcal.conformal.synthetic import ring_map
+    from planted import ring_map
 
     r = min(shape) / 2
     return ring_map(shape, [0.3 * r, 0.6 * r, 0.9 * r], centre_offset=(0.1 * r, -0.2 * r))
@@ -62,7 +64,7 @@ def planted(shape=(H, W)) -> torch.Tensor:
 
 def batches(n: int, shape=(H, W), seed: int = 0):
     """``(logits [b, 2, H, W], labels [b, H, W])`` batches of ``n`` images in total."""
-    from segcal.conformal.synthetic import planted_logits
+    from planted import planted_logits
 
     group_map = planted(shape)
     for i, start in enumerate(range(0, n, BATCH)):
@@ -121,7 +123,7 @@ def worker_timing(reps: int) -> dict:
 
     from segcal.conformal.accumulate import ScoreAccumulator
     from segcal.conformal.scores import label_scores
-    from segcal.stats.outputs import check_batch
+    from segcal.outputs import check_batch
 
     net = UNet(spatial_dims=2, in_channels=3, out_channels=2, channels=(16, 32, 64, 128), strides=(2, 2, 2),
                num_res_units=2).eval()

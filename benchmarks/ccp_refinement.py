@@ -28,12 +28,12 @@ from segcal.data.files import read_mask
 from segcal.metrics.segmentation import SegmentationMetrics
 from segcal.pipeline.config import experiment_from_dict
 from segcal.pipeline.configs import resolve_config
-from segcal.pipeline.prepare_hybrid import prepare_hybrid
-from segcal.pipeline.refine import refine_dataset
-from segcal.pipeline.refine_io import Project
-from segcal.pipeline.refine_rounds import read_rounds, record_round
-from segcal.pipeline.refine_rules import RefineRule
 from segcal.pipeline.train import train
+from segcal.refine.prepare import prepare_hybrid
+from segcal.refine.project import Project
+from segcal.refine.rounds import read_rounds, record_round
+from segcal.refine.rules import RefineRule
+from segcal.refine.run import refine_dataset
 
 RESULTS = Path(__file__).parent / "results" / "ccp_refinement.json"
 

@@ -7,7 +7,7 @@ import torch
 
 from segcal.conformal.calibrator import ImagewiseCalibrator, PixelwiseCalibrator
 from segcal.conformal.diagnostics import TrivialThresholdWarning, min_scores
-from segcal.stats.outputs import check_batch
+from segcal.outputs import check_batch
 
 
 def _data(n=20, c=2, h=6, w=6, seed=0):

@@ -4,6 +4,7 @@ import io
 import pytest
 import torch
 
+from planted import block_map, planted_logits
 from segcal.conformal.accumulate import ScoreBank
 from segcal.conformal.calibrator import (
     ConformalCalibrator,
@@ -15,7 +16,6 @@ from segcal.conformal.calibrator import (
 from segcal.conformal.grouping import GROUPINGS, register_grouping
 from segcal.conformal.scores import label_scores
 from segcal.conformal.sets import ambiguous, set_size
-from segcal.conformal.synthetic import block_map, planted_logits
 
 
 def data(n=20, shape=(6, 8), seed=0):

@@ -7,11 +7,11 @@ up to Monte-Carlo error.
 """
 import torch
 
+from planted import block_map, planted_logits
 from segcal.conformal.accumulate import ScoreBank
 from segcal.conformal.calibrator import ImagewiseCalibrator, KandinskyCalibrator, PixelwiseCalibrator
 from segcal.conformal.evaluation import CoverageAccumulator
 from segcal.conformal.scores import class_scores, scores_at_labels
-from segcal.conformal.synthetic import block_map, planted_logits
 
 ALPHA = 0.1
 TOL = 0.006  # ≈ 5 Monte-Carlo standard errors of a 200-split mean

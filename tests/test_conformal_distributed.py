@@ -5,10 +5,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from planted import block_map, planted_logits
 from segcal.conformal.calibrator import ConformalCalibrator, PixelwiseCalibrator
 from segcal.conformal.evaluation import CoverageAccumulator
 from segcal.conformal.grouping import register_grouping
-from segcal.conformal.synthetic import block_map, planted_logits
 
 
 @register_grouping("test-dist-halves", num_groups=2)  # a learned-grouping stand-in that needs no sklearn

@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
+from planted import block_map, planted_logits
 from segcal.conformal.accumulate import ScoreBank
 from segcal.conformal.calibrator import ImagewiseCalibrator, KandinskyCalibrator, PixelwiseCalibrator
 from segcal.conformal.evaluation import CoverageAccumulator, evaluate_coverage
 from segcal.conformal.scores import label_scores
 from segcal.conformal.sweep import cache_test_scores, calibration_sweep, summarise_sweep
-from segcal.conformal.synthetic import block_map, planted_logits
 
 
 def probs_with_fg_score(scores):

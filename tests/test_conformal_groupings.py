@@ -3,12 +3,12 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
+from planted import block_map, planted_logits, ring_map
 from segcal.conformal.accumulate import ScoreAccumulator
 from segcal.conformal.calibrator import ConformalCalibrator, KandinskyCalibrator
 from segcal.conformal.grouping import GROUPINGS, get_grouping, normalise_group_map, pixel_statistics, register_grouping
 from segcal.conformal.grouping_annuli import fit_annuli
 from segcal.conformal.scores import label_scores
-from segcal.conformal.synthetic import block_map, planted_logits, ring_map
 
 MARGINS, NOISE = [-1.0, 1.5, 3.5, 6.0], [0.5, 0.5, 0.5, 0.5]
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
+from planted import block_map, planted_logits
 from segcal.conformal.calibrator import ImagewiseCalibrator, PixelwiseCalibrator
 from segcal.conformal.evaluation import evaluate_coverage
-from segcal.conformal.synthetic import block_map, planted_logits
 from segcal.plots.conformal import (
     plot_ce_map,
     plot_coverage_vs_nominal,

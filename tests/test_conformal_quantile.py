@@ -4,11 +4,11 @@ import math
 import pytest
 import torch
 
+from planted import block_map, planted_logits
 from segcal.conformal.accumulate import ScoreAccumulator, ScoreBank
 from segcal.conformal.calibrator import ImagewiseCalibrator, KandinskyCalibrator, PixelwiseCalibrator
 from segcal.conformal.quantile import SortedScores, conformal_rank, group_quantiles
 from segcal.conformal.scores import label_scores
-from segcal.conformal.synthetic import block_map, planted_logits
 from segcal.stats.score_histogram import ScoreBins
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from segcal.cli.main import main
 from segcal.pipeline.demo import CONFORMAL, RECALIBRATION
-from segcal.pipeline.report import REPORT_SECTIONS
+from segcal.report.build import REPORT_SECTIONS
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 from segcal.metrics.calibration import CalibrationMetrics
 from segcal.metrics.calibration_results import CalibrationResults
 from segcal.metrics.scoring import PROB_EPS
-from segcal.stats.outputs import PROB_SUM_TOL
+from segcal.outputs import PROB_SUM_TOL
 
 # class-1 probabilities of a 2x3 image (+ one fully ignored row), labels
 P1 = torch.tensor([[0.875, 0.625, 0.5], [0.25, 1.0, 0.0], [0.3, 0.3, 0.3]])  # dyadic: exact in float32

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import tiny_experiment_dict
+from segcal.calibrated import load_bundle, read_checkpoint
 from segcal.cli.main import main
-from segcal.pipeline.bundle import load_bundle, read_checkpoint
 from segcal.pipeline.config import experiment_from_dict
 from segcal.pipeline.train import train
 

@@ -5,16 +5,16 @@ import pytest
 import torch
 
 from segcal.data.files import read_mask, write_png
-from segcal.pipeline.prediction_files import (
+from segcal.data.predictions import (
     META_FILE,
     PredictionFolder,
     PredictionWriter,
-    probs_to_logits,
     read_meta,
     read_prediction,
     write_meta,
     write_prediction,
 )
+from segcal.outputs import probs_to_logits
 
 RNG = np.random.default_rng(0)
 

@@ -17,13 +17,13 @@ from segcal.data.synthetic import SyntheticDataset
 from segcal.pipeline.config import experiment_from_dict
 from segcal.pipeline.evaluate_seg import evaluate_segmentation_model
 from segcal.pipeline.inference import load_model
-from segcal.pipeline.prepare_hybrid import prepare_hybrid
-from segcal.pipeline.refine import refine_dataset
-from segcal.pipeline.refine_io import Project
-from segcal.pipeline.refine_predict import model_transform
-from segcal.pipeline.refine_rounds import evaluate_original, read_rounds, record_round, rounds_report
-from segcal.pipeline.refine_rules import RefineRule
 from segcal.pipeline.train import train
+from segcal.refine.predict import model_transform
+from segcal.refine.prepare import prepare_hybrid
+from segcal.refine.project import Project
+from segcal.refine.rounds import evaluate_original, read_rounds, record_round, rounds_report
+from segcal.refine.rules import RefineRule
+from segcal.refine.run import refine_dataset
 
 SIZE = (40, 48)  # original image size; the model works at 32 x 32 (letterboxed)
 
@@ -129,7 +129,7 @@ def test_evaluate_original_matches_model_size_evaluation(setup, tmp_path):
     same = tmp_path / "same"  # images at the model's own size: both evaluations see the same pixels
     write_folder_dataset(SyntheticDataset(SyntheticConfig(num_images=5, num_classes=2, height=32, width=32, seed=3)),
                          same)
-    from segcal.pipeline.refine_io import open_for_model
+    from segcal.refine.project import open_for_model
 
     source = open_for_model(model, same)
     ours = evaluate_original(model, source, batch_size=2, progress=False)

@@ -8,8 +8,8 @@ from segcal.data.config import SyntheticConfig
 from segcal.data.files import read_mask
 from segcal.data.folder import write_folder_dataset
 from segcal.data.synthetic import SyntheticDataset
-from segcal.pipeline.prepare_hybrid import box_mask, prepare_hybrid, read_accurate_list, select_subsets
-from segcal.pipeline.refine_io import Project
+from segcal.refine.prepare import box_mask, prepare_hybrid, read_accurate_list, select_subsets
+from segcal.refine.project import Project
 
 
 @pytest.fixture(scope="module")

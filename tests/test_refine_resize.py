@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from segcal.data.transforms import fit_to_size
-from segcal.pipeline.refine_predict import to_original
+from segcal.refine.predict import to_original
 
 
 def block_mask(h: int, w: int, block: int, num_classes: int = 3, seed: int = 0) -> np.ndarray:

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from segcal.pipeline.refine_rules import RefineRule, confident_pixels, propose, refine_mask, rule_text
+from segcal.refine.rules import RefineRule, confident_pixels, propose, refine_mask, rule_text
 
 IGN = 255
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from segcal.pipeline.report import REPORT_SECTIONS, build_report
-from segcal.pipeline.report_html import fmt
+from segcal.report.build import REPORT_SECTIONS, build_report
+from segcal.report.html import fmt
 
 CLASSES = ["background", "<b>&co"]
 
@@ -158,7 +158,7 @@ def test_broken_json_is_reported(tmp_path):
 
 
 def test_section_error_becomes_warning(full_run, monkeypatch):
-    from segcal.pipeline import report
+    from segcal.report import build as report
 
     def broken(run):
         raise KeyError("mean_ce_mean")

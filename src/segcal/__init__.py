@@ -21,6 +21,8 @@ _EXPORTS = {
     "SelectiveScaling": "segcal.calibrators", "LocalTemperatureScaling": "segcal.calibrators",
     "PixelwiseCalibrator": "segcal.conformal", "ImagewiseCalibrator": "segcal.conformal",
     "KandinskyCalibrator": "segcal.conformal", "evaluate_coverage": "segcal.conformal",
+    "CalibrationBundle": "segcal.calibrated", "load_bundle": "segcal.calibrated", "save_bundle": "segcal.calibrated",
+    "NotFittedError": "segcal.estimator",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -4,7 +4,7 @@
 :mod:`segcal.calibrators.stream`), keeps a bounded seeded sample of it (see
 :mod:`segcal.calibrators.sampling`) and fits; ``calibrator(logits)`` (= ``transform``) maps
 logits ``[N, C, H, W]`` to calibrated logits of the same shape, in float32, for the same
-head (read probabilities with :func:`segcal.stats.outputs.to_probs`). ``state_dict()`` is a
+head (read probabilities with :func:`segcal.outputs.to_probs`). ``state_dict()`` is a
 plain dict (hyper-parameters, fitted tensors on the CPU, fit diagnostics) that
 :func:`segcal.calibrators.registry.load_calibrator` turns back into a calibrator.
 """
@@ -19,7 +19,7 @@ import torch
 from segcal.calibrators.sampling import PixelSample, distributed
 from segcal.calibrators.stream import CalibrationStream, Progress
 from segcal.estimator import Estimator
-from segcal.stats.outputs import Head, as_tensor
+from segcal.outputs import Head, as_tensor
 
 
 class Calibrator(Estimator, ABC):

@@ -23,7 +23,7 @@ from segcal.calibrators.base import Calibrator
 from segcal.calibrators.nll import floored_log_probs, mean_nll
 from segcal.calibrators.sampling import CropSample
 from segcal.calibrators.stream import CalibrationStream, Progress
-from segcal.stats.outputs import Head, num_output_classes
+from segcal.outputs import Head, num_output_classes
 
 
 class TemperatureNet(nn.Module):

@@ -18,7 +18,7 @@ from torch import nn
 
 from segcal.calibrators.nll import floored_log_probs
 from segcal.calibrators.stream import Progress
-from segcal.stats.outputs import Head
+from segcal.outputs import Head
 
 PREDICT_CHUNK = 2**18
 """Pixels per forward pass when predicting, bounding activation memory."""

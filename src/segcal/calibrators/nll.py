@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from segcal.stats.outputs import Head, log_probs
+from segcal.outputs import Head, log_probs
 
 LOGP_FLOOR = 30.0
 """Log-probabilities below ``-LOGP_FLOOR`` carry no more information and are floored in features."""
@@ -14,7 +14,7 @@ def floored_log_probs(logits: torch.Tensor, head: Head = "softmax") -> torch.Ten
     """Per-class log-probabilities clamped to ``≥ -LOGP_FLOOR``, classes on dim 1.
 
     ``[P, C]`` → ``[P, C']`` or ``[N, C, H, W]`` → ``[N, C', H, W]`` (see
-    :func:`segcal.stats.outputs.log_probs`); input to the learned calibrators.
+    :func:`segcal.outputs.log_probs`); input to the learned calibrators.
     """
     return log_probs(logits, head).clamp_min(-LOGP_FLOOR)
 

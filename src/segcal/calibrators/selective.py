@@ -30,7 +30,7 @@ from segcal.calibrators.misprediction import (
     train_misprediction_classifier,
 )
 from segcal.calibrators.stream import Progress
-from segcal.stats.outputs import Head, log_probs, num_output_classes
+from segcal.outputs import Head, log_probs, num_output_classes
 
 T2_MAX = 1e10
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from segcal.errors import no_labels
-from segcal.stats.outputs import Head, as_tensor, check_batch, num_output_classes
+from segcal.outputs import Head, as_tensor, check_batch, num_output_classes
 
 Progress = Callable[[Iterable, str], Iterable]
 """``progress(iterable, description) -> iterable``, e.g. a rich progress-bar wrapper."""
@@ -54,7 +54,7 @@ def unpack_item(item: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor 
 class CalibrationStream:
     """Iterate a calibration stream as :class:`CalibrationBatch` es, validating every batch.
 
-    Every batch is checked with :func:`segcal.stats.outputs.check_batch` (shapes, finite
+    Every batch is checked with :func:`segcal.outputs.check_batch` (shapes, finite
     logits, labels in ``[0, C)`` or ``ignore_index``) and against the channel count of the
     first batch. While iterating, the number of batches, images and valid pixels per class
     are counted; :meth:`check_usable` then rejects streams that cannot be calibrated on.

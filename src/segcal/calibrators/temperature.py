@@ -15,7 +15,7 @@ import torch
 from segcal.calibrators.base import PixelCalibrator
 from segcal.calibrators.nll import mean_nll
 from segcal.calibrators.stream import Progress
-from segcal.stats.outputs import Head
+from segcal.outputs import Head
 
 LOG_T_BOUND = math.log(1e4)
 """Temperatures are kept in ``[1e-4, 1e4]`` while optimising, so separable data cannot overflow."""

@@ -59,7 +59,7 @@ def _folder(predictions: str, args: argparse.Namespace):
 
 def build_source(args: argparse.Namespace, split: str, predictions: str | None = None) -> tuple[Any, Any]:
     """``(source, bundle)`` from CLI arguments: a model checkpoint over ``split``, or saved predictions."""
-    from segcal.pipeline.bundle import (
+    from segcal.calibrated import (
         CalibrationBundle,
         has_model,
         load_bundle,
@@ -181,8 +181,8 @@ def params_table(method: str | None) -> Table:
 
 
 def calibrate(args: argparse.Namespace) -> int:
+    from segcal.calibrated import save_bundle
     from segcal.methods import CONFORMAL_METHODS, check_method
-    from segcal.pipeline.bundle import save_bundle
     from segcal.pipeline.calibrate import calibrate as run_calibrate
 
     if args.list_params:
@@ -290,7 +290,7 @@ def sweep_table(result: dict) -> Table:
 
 
 def report(args: argparse.Namespace) -> int:
-    from segcal.pipeline.report import build_report
+    from segcal.report.build import build_report
 
     target = Path(args.out) if args.out else Path(args.run_dir) / "report.html"
     if not Path(args.run_dir).is_dir():

@@ -84,7 +84,7 @@ def add_parsers(sub) -> None:
 
 
 def prepare_hybrid(args: argparse.Namespace) -> int:
-    from segcal.pipeline.prepare_hybrid import prepare_hybrid as run
+    from segcal.refine.prepare import prepare_hybrid as run
 
     res = run(args.source, args.prefix, args.labels, args.baseline, args.eval, args.seed, args.remap, args.classes,
               args.simulate_boxes, args.per_component, args.max_coarse, overwrite=args.overwrite,
@@ -95,8 +95,8 @@ def prepare_hybrid(args: argparse.Namespace) -> int:
 
 
 def refine(args: argparse.Namespace) -> int:
-    from segcal.pipeline.refine import refine_dataset
-    from segcal.pipeline.refine_rules import RefineRule, rule_text
+    from segcal.refine.rules import RefineRule, rule_text
+    from segcal.refine.run import refine_dataset
 
     rule = RefineRule(args.threshold, not args.no_restrict, args.min_found, args.fallback, args.confidence,
                       args.min_confidence, args.alpha)
@@ -114,7 +114,7 @@ def refine(args: argparse.Namespace) -> int:
 
 
 def rounds_table(rows: list[dict], title: str) -> Table:
-    from segcal.pipeline.refine_rounds import METRICS
+    from segcal.refine.rounds import METRICS
 
     table = Table(title=title)
     for col in ("round", *METRICS, "images", "trained on"):
@@ -125,7 +125,7 @@ def rounds_table(rows: list[dict], title: str) -> Table:
 
 
 def refine_eval(args: argparse.Namespace) -> int:
-    from segcal.pipeline.refine_rounds import record_round
+    from segcal.refine.rounds import record_round
 
     row, rows, plot = record_round(args.checkpoint, args.data, args.round, args.eval_data, args.table,
                                    args.train_data, args.replace, args.device, args.batch_size,
@@ -136,7 +136,7 @@ def refine_eval(args: argparse.Namespace) -> int:
 
 
 def refine_report(args: argparse.Namespace) -> int:
-    from segcal.pipeline.refine_rounds import rounds_report
+    from segcal.refine.rounds import rounds_report
 
     rows, plot = rounds_report(args.data, args.table)
     out.print(rounds_table(rows, f"Rounds of {args.data}"))

@@ -52,7 +52,7 @@ from segcal.conformal.sets import prediction_sets
 from segcal.conformal.state import NC_CURVE_LEVELS, conformal_state, split_state
 from segcal.errors import no_labels
 from segcal.estimator import Estimator
-from segcal.stats.outputs import Head, Kind, as_tensor, check_batch, num_output_classes
+from segcal.outputs import Head, Kind, as_tensor, check_batch, num_output_classes
 from segcal.stats.score_histogram import ScoreBins
 
 _PART_CODES = {"cal": 0, "fit": 1, "val": 2}

@@ -29,7 +29,7 @@ from segcal.conformal.sets import (
     labelled_view,
 )
 from segcal.io.jsonio import plain
-from segcal.stats.outputs import Head, Kind
+from segcal.outputs import Head, Kind
 from segcal.stats.score_histogram import all_reduce_
 
 MIN_TEST_LABELS = 10

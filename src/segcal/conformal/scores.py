@@ -9,7 +9,7 @@ conforming); the prediction set of a pixel is ``{c : s_c ≤ q̂_c}``. Registere
 From logits the score is never formed as ``1 − p`` (which rounds to 0 for confident
 pixels): for a softmax head ``s_c = Σ_{c'≠c} p_{c'} = exp(logsumexp_{c'≠c} log p_{c'})``, for a
 sigmoid head ``s_c = 1 − σ(x_c) = σ(−x_c)``; both come from
-:func:`segcal.stats.outputs.log_probs` in float32 and keep their relative precision down to
+:func:`segcal.outputs.log_probs` in float32 and keep their relative precision down to
 ~1e-38. From probabilities the score is ``1 − p_c`` in float32 (pass logits when you can:
 float16 probabilities are exactly 1 for every p ≥ 1 − 2⁻¹², so those scores tie at 0).
 """
@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from segcal.stats.outputs import Head, Kind, log_probs, to_probs
+from segcal.outputs import Head, Kind, log_probs, to_probs
 
 ScoreFn = Callable[[torch.Tensor, Kind, Head], torch.Tensor]
 """``score(preds [N, C, H, W], kind, head) → scores [N, C', H, W]`` float32."""

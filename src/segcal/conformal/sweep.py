@@ -19,7 +19,7 @@ from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.evaluation import MIN_TEST_LABELS, CoverageAccumulator
 from segcal.conformal.scores import class_scores
 from segcal.methods import DEFAULT_N_CALS
-from segcal.stats.outputs import Head, Kind
+from segcal.outputs import Head, Kind
 
 SWEEP_METRICS = ("mean_ce", "mean_set_size", "full_fraction", "empty_fraction", "trivial_fraction")
 AT_90 = ("coverage_at_0.9", "mean_set_size_at_0.9", "full_fraction_at_0.9")  # when 0.9 is on the level grid

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from segcal.data.labels import check_remap_spec, target_class_names
+from segcal.data.splits import check_split_spec
+
 KINDS = ("synthetic", "folder", "coco")
 RESIZE_MODES = ("pad", "crop", "stretch")
-SPLITS = ("train", "val", "cal", "test")
-REST = "rest"
 
 
 def _check(checks: list[tuple[bool, str, str, object]], prefix: str) -> None:
@@ -131,14 +132,12 @@ class DataConfig:
         return self
 
     def _validate_splits(self, prefix: str) -> None:
-        from segcal.data.splits import check_split_spec
 
         check_split_spec(self.splits, f"{prefix}.splits")
         if self.n_cal is not None and "cal" not in self.splits:
             raise ValueError(f"{prefix}.n_cal is set but {prefix}.splits has no 'cal' split")
 
     def _validate_classes(self, prefix: str) -> None:
-        from segcal.data.labels import check_remap_spec
 
         check_remap_spec(self.remap, self.ignore_index, f"{prefix}.remap")
         if self.classes is not None:
@@ -174,7 +173,6 @@ class DataConfig:
     @property
     def class_names(self) -> list[str]:
         """Resolved target class names (reads ``classes.json`` for folder datasets)."""
-        from segcal.data.labels import target_class_names
 
         return target_class_names(self)
 

@@ -13,9 +13,9 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from segcal.data.base import SeededSampler, SegSource, SplitDataset
-from segcal.data.config import KINDS, SPLITS, DataConfig
+from segcal.data.config import KINDS, DataConfig
 from segcal.data.labels import target_class_names
-from segcal.data.splits import make_splits, read_manifests, write_manifests
+from segcal.data.splits import SPLITS, make_splits, read_manifests, write_manifests
 from segcal.data.transforms import SegTransform
 
 

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from segcal.data.config import REST
+REST = "rest"
+"""In ``data.remap`` groups: every label not listed elsewhere."""
+
 
 if TYPE_CHECKING:
     from segcal.data.config import DataConfig

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from segcal.data.config import SPLITS
 from segcal.io.atomic import atomic_write_text
+
+SPLITS = ("train", "val", "cal", "test")
+"""The split names, in order."""
 
 _EPS = 1e-9
 

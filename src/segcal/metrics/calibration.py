@@ -35,9 +35,9 @@ from segcal.metrics.boundary import boundary_mask
 from segcal.metrics.calibration_results import CalibrationResults, Reliability
 from segcal.metrics.scoring import brier_per_pixel, class_log_probs, nll_per_pixel
 from segcal.metrics.segmentation import quality_from_confusion
+from segcal.outputs import Head, Kind, check_batch, hard_labels
 from segcal.stats.binned import BinnedStats, equal_width_bins, logit_bins
 from segcal.stats.equal_mass import equal_mass_ece
-from segcal.stats.outputs import Head, Kind, check_batch, hard_labels
 
 REGIONS = ("boundary", "interior")
 STAT_SUFFIXES = ("count", "conf", "correct")  # state names of a BinnedStats view
@@ -68,7 +68,7 @@ class CalibrationMetrics(Metric):
     """Streaming calibration metrics of segmentation outputs; see the module docstring.
 
     ``update(preds, labels)`` takes predictions ``[N, C, H, W]`` (``kind="probs"`` or
-    ``"logits"``; ``head="softmax"`` or ``"sigmoid"`` as in :mod:`segcal.stats.outputs`) and
+    ``"logits"``; ``head="softmax"`` or ``"sigmoid"`` as in :mod:`segcal.outputs`) and
     labels ``[N, H, W]``; ``ignore_index`` pixels are excluded everywhere. ``compute()``
     returns :class:`~segcal.metrics.calibration_results.CalibrationResults`.
 
@@ -95,7 +95,7 @@ class CalibrationMetrics(Metric):
     Quantities with no data (e.g. all pixels ignored) are NaN, never an exception; the
     results then report ``num_pixels == 0``.
 
-    Args (besides the above): ``validate`` runs :func:`segcal.stats.outputs.check_batch` on
+    Args (besides the above): ``validate`` runs :func:`segcal.outputs.check_batch` on
     every batch (clear ``ValueError`` for malformed input); ``**kwargs`` go to torchmetrics'
     ``Metric`` (e.g. ``sync_on_compute``). Memory: ``3·B·8`` bytes per cell, e.g. 28 MB for a
     240×320 map with 15 bins; C times that with ``class_maps``.

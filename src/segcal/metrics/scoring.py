@@ -1,6 +1,6 @@
 """Proper scoring rules per pixel: Brier score and negative log-likelihood (NLL).
 
-Two output families (see :mod:`segcal.stats.outputs`):
+Two output families (see :mod:`segcal.outputs`):
 
 * *exclusive* classes – a softmax head, or a single-channel sigmoid expanded to
   ``[1 − p, p]``: NLL is ``−log p_y``;
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from segcal.stats.outputs import Head, Kind, log_probs, to_probs
+from segcal.outputs import Head, Kind, log_probs, to_probs
 
 PROB_EPS = torch.finfo(torch.float32).eps
 

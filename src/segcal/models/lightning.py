@@ -12,7 +12,7 @@ from segcal.metrics.segmentation import QUALITY_METRICS, SegmentationMetrics, cl
 from segcal.models.config import LossConfig, ModelConfig, OptimConfig
 from segcal.models.losses import SegmentationLoss, Target
 from segcal.models.networks import build_network
-from segcal.stats.outputs import hard_labels
+from segcal.outputs import hard_labels
 
 
 class SegModel(L.LightningModule):

@@ -2,7 +2,7 @@
 
 Every loss takes network outputs ``[N, C_out, H, W]`` and a :class:`Target`: either hard
 labels ``[N, H, W]`` (``ignore_index`` pixels excluded) or soft targets ``[N, C, H, W]`` with a
-validity mask (mixup). Heads follow :mod:`segcal.stats.outputs` (a 1-channel sigmoid head
+validity mask (mixup). Heads follow :mod:`segcal.outputs` (a 1-channel sigmoid head
 is a binary model with classes ``[background, foreground]``).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from monai.losses import DiceLoss, TverskyLoss
 from torch import nn
 
 from segcal.models.config import LossConfig, LossTerm
-from segcal.stats.outputs import log_probs
+from segcal.outputs import log_probs
 
 
 @dataclass

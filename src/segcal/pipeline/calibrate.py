@@ -3,7 +3,7 @@
 Recalibration methods (``temperature``, ``vector``, ``selective``, ``lts``) map logits to
 calibrated logits; conformal methods (``pixel``, ``image``, ``kandinsky-kmeans``,
 ``kandinsky-annuli``) store nc curves for prediction sets. Both go into a
-:class:`~segcal.pipeline.bundle.CalibrationBundle`; a conformal calibrator is fitted on the
+:class:`~segcal.calibrated.CalibrationBundle`; a conformal calibrator is fitted on the
 logits *after* the bundle's recalibrator, so the two compose.
 """
 from __future__ import annotations
@@ -12,11 +12,11 @@ import inspect
 import time
 from typing import Any
 
+from segcal.calibrated import CalibrationBundle
 from segcal.calibrators.registry import CALIBRATORS, make_calibrator
 from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.errors import NoLabelsError
 from segcal.methods import CONFORMAL_METHODS, RECALIBRATION_METHODS, check_method
-from segcal.pipeline.bundle import CalibrationBundle
 from segcal.pipeline.progress import track
 from segcal.pipeline.sources import Stream, source_name
 

@@ -14,18 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from segcal.calibrated import save_bundle
 from segcal.configio import load_yaml
 from segcal.io.jsonio import write_json
-from segcal.pipeline.bundle import save_bundle
 from segcal.pipeline.calibrate import calibrate
 from segcal.pipeline.config import ExperimentConfig, experiment_from_dict
 from segcal.pipeline.configs import resolve_config
 from segcal.pipeline.evaluate import evaluate
 from segcal.pipeline.inference import load_model
-from segcal.pipeline.report import build_report
 from segcal.pipeline.sources import CachedSource, ModelSource, datamodule_for
 from segcal.pipeline.sweep import run_sweep
 from segcal.pipeline.train import TrainResult, new_run_dir, train
+from segcal.report.build import build_report
 
 QUICK_OVERRIDES = [
     "data.synthetic.num_images=96", "data.splits={train: 32, val: 16, cal: 24, test: 24}",

@@ -8,7 +8,7 @@ One streaming pass over the test source accumulates, per batch:
 * :class:`~segcal.conformal.evaluation.CoverageAccumulator` when the bundle has a conformal
   calibrator, plus prediction sets of the first few images at ``set_alpha`` for overlays.
 
-``<out>/evaluation.json`` and ``<out>/figures/*.png`` are written (see :mod:`segcal.pipeline.report`
+``<out>/evaluation.json`` and ``<out>/figures/*.png`` are written (see :mod:`segcal.report.build`
 for the schema the report reads).
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segcal.calibrated import CalibrationBundle
 from segcal.conformal.evaluation import (
     MIN_TEST_LABELS,
     CoverageAccumulator,
@@ -29,12 +30,11 @@ from segcal.io.jsonio import write_json
 from segcal.metrics.calibration import CalibrationMetrics
 from segcal.metrics.calibration_results import CalibrationResults
 from segcal.metrics.segmentation import SegmentationMetrics
-from segcal.pipeline.bundle import CalibrationBundle
+from segcal.outputs import hard_labels
 from segcal.pipeline.evaluate_figures import SetExamples, write_figures
 from segcal.pipeline.evaluate_seg import quality_dict
 from segcal.pipeline.progress import track
 from segcal.pipeline.sources import Stream, describe, source_name
-from segcal.stats.outputs import hard_labels
 
 SET_ALPHA = 0.1
 NUM_SET_EXAMPLES = 4

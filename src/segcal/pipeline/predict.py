@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from segcal.calibrated import CalibrationBundle
 from segcal.data.files import write_png
+from segcal.data.predictions import PredictionWriter
 from segcal.io.atomic import atomic_write
-from segcal.pipeline.bundle import CalibrationBundle
-from segcal.pipeline.prediction_files import PredictionWriter
 from segcal.pipeline.progress import track
 from segcal.pipeline.sources import Stream, describe
 from segcal.plots.conformal import set_colours

@@ -18,10 +18,10 @@ from torch.utils.data import DataLoader, Subset
 
 from segcal.configio import apply_overrides, from_dict, to_dict
 from segcal.data.datamodule import SegDataModule, build_datamodule
+from segcal.data.predictions import PredictionFolder
 from segcal.models.lightning import SegModel
 from segcal.pipeline.config import ExperimentConfig
 from segcal.pipeline.inference import experiment_of, load_model
-from segcal.pipeline.prediction_files import PredictionFolder
 
 
 @dataclass
@@ -111,7 +111,7 @@ def model_source(checkpoint: str | Path, split: str, overrides: list[str] | None
 
 
 def folder_source(predictions: str | Path, masks: str | Path | None = None, **options: Any) -> PredictionFolder:
-    """Saved predictions (see :mod:`segcal.pipeline.prediction_files`)."""
+    """Saved predictions (see :mod:`segcal.data.predictions`)."""
     return PredictionFolder(predictions, masks, **options)
 
 

@@ -17,13 +17,13 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
+from segcal.calibrated import CalibrationBundle
 from segcal.conformal.accumulate import ScoreBank
 from segcal.conformal.scores import class_scores, label_scores
 from segcal.conformal.sweep import AT_90, calibration_sweep, summarise_sweep
 from segcal.io.atomic import atomic_write_text
 from segcal.io.jsonio import write_json
 from segcal.methods import CONFORMAL_METHODS, DEFAULT_N_CALS
-from segcal.pipeline.bundle import CalibrationBundle
 from segcal.pipeline.calibrate import make_conformal
 from segcal.pipeline.progress import track
 from segcal.pipeline.sources import Stream, describe

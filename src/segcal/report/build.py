@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from segcal.io.atomic import atomic_write_text
-from segcal.pipeline.report_html import (
+from segcal.report.html import (
     Html,
     bullets,
     cards,
@@ -38,7 +38,7 @@ from segcal.pipeline.report_html import (
     section,
     table,
 )
-from segcal.pipeline.report_inputs import (
+from segcal.report.inputs import (
     Evaluation,
     RunInputs,
     dig,

@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from segcal.data.files import write_png
 from segcal.pipeline.progress import track
-from segcal.pipeline.refine_io import (
+from segcal.refine.project import (
     PROVENANCE_FILE,
     Project,
     atomic_folders,

@@ -23,7 +23,7 @@ import torch
 from segcal.data.files import find_images, read_mask, write_png
 from segcal.io.atomic import atomic_write, staged_folder
 from segcal.io.jsonio import read_json, write_json
-from segcal.stats.outputs import PROB_SUM_TOL, check_batch, num_output_classes
+from segcal.outputs import PROB_SUM_TOL, check_batch, num_output_classes, probs_to_logits
 
 PREDICTION_EXTS = (".npy", ".npz", ".pt")
 MASK_EXTS = (".png", ".npy")
@@ -97,21 +97,6 @@ def write_prediction(path: str | Path, logits: Any, **extra: Any) -> None:
         raise ValueError(f"{path}: logits must have shape [C, H, W], got {arr.shape}")
     arrays = {"logits": arr, **{k: _numpy(v) for k, v in extra.items()}}
     atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
-
-
-def probs_to_logits(probs: Any, head: str = "softmax") -> torch.Tensor:
-    """Logits ``float32 [N, C, H, W]`` that reproduce probabilities ``probs`` ``[N, C, H, W]`` under ``head``.
-
-    softmax: ``log(p)`` (p clamped to ≥ 1e-12), so ``softmax(logits) = p / Σp`` exactly, p itself when
-    normalised; sigmoid: ``log(p) − log1p(−p)`` (p clamped to [1e-7, 1 − 1e-7]), so ``sigmoid(logits) = p``.
-    """
-    p = torch.as_tensor(probs).float()
-    if head == "softmax":
-        return p.clamp_min(1e-12).log()
-    if head == "sigmoid":
-        p = p.clamp(1e-7, 1 - 1e-7)
-        return p.log() - torch.log1p(-p)
-    raise ValueError(f"head must be 'softmax' or 'sigmoid', got {head!r}")
 
 
 def write_meta(folder: str | Path, meta: dict) -> None:

@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader, Dataset
 from segcal.data.base import SegSource
 from segcal.data.transforms import SegTransform, fitted_size
 from segcal.models.lightning import SegModel
+from segcal.outputs import to_probs
 from segcal.pipeline.inference import experiment_of
 from segcal.pipeline.progress import track
-from segcal.stats.outputs import to_probs
 
 
 def to_original(x: torch.Tensor, size: tuple[int, int], image_size: tuple[int, int], mode: str,

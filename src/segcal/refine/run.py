@@ -2,7 +2,7 @@
 
 ``refine_dataset(ckpt, "datasets/Deformation", rule=RefineRule(threshold=0.5))`` runs the model
 over the coarse images (``P_COARSE`` of a prepared project, or any folder dataset), combines
-each coarse mask with the prediction under :mod:`segcal.pipeline.refine_rules` and writes the
+each coarse mask with the prediction under :mod:`segcal.refine.rules` and writes the
 next ``P_H<k>``: the refined images plus, by default, the accurate ``P_BASELINE`` images with
 their masks unchanged. The output folder also holds ``provenance.json`` (source data, model
 checkpoint, rule, thresholds, totals), ``refine_stats.csv`` (counts per image) and
@@ -21,7 +21,8 @@ from pathlib import Path
 from segcal.data.files import read_image, write_png
 from segcal.models.lightning import SegModel
 from segcal.pipeline.inference import experiment_of, load_model
-from segcal.pipeline.refine_io import (
+from segcal.refine.predict import predict_original
+from segcal.refine.project import (
     PROVENANCE_FILE,
     Project,
     atomic_folders,
@@ -33,8 +34,7 @@ from segcal.pipeline.refine_io import (
     start_folder_dataset,
     write_json,
 )
-from segcal.pipeline.refine_predict import predict_original
-from segcal.pipeline.refine_rules import RefineRule, refine_mask
+from segcal.refine.rules import RefineRule, refine_mask
 
 STATS_FILE = "refine_stats.csv"
 PREVIEW_FILE = "preview.png"
@@ -76,8 +76,8 @@ def fit_conformal(model: SegModel, checkpoint: Path, calibration: Path | None, b
     from segcal.conformal.calibrator import ImagewiseCalibrator
     from segcal.data.base import SplitDataset
     from segcal.pipeline.inference import iterate_logits
-    from segcal.pipeline.refine_predict import model_transform
     from segcal.pipeline.sources import datamodule_for
+    from segcal.refine.predict import model_transform
 
     if calibration is not None:
         source = open_for_model(model, calibration, remap, "--calibration")

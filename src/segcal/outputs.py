@@ -1,4 +1,4 @@
-"""Model outputs → class probabilities, with the checks every consumer needs.
+"""Tensor conventions for model outputs: logits ↔ class probabilities, with the checks every consumer needs.
 
 Conventions used throughout segcal:
 
@@ -14,7 +14,7 @@ at exactly 1 for every p ≥ 1 − 2⁻¹², which corrupts conformal scores nea
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -138,3 +138,18 @@ def check_batch(
                 f"labels must lie in [0, {classes - 1}] or equal ignore_index={ignore_index};"
                 f" found values in [{lo}, {hi}]"
             )
+
+
+def probs_to_logits(probs: Any, head: str = "softmax") -> torch.Tensor:
+    """Logits ``float32 [N, C, H, W]`` that reproduce probabilities ``probs`` ``[N, C, H, W]`` under ``head``.
+
+    softmax: ``log(p)`` (p clamped to ≥ 1e-12), so ``softmax(logits) = p / Σp`` exactly, p itself when
+    normalised; sigmoid: ``log(p) − log1p(−p)`` (p clamped to [1e-7, 1 − 1e-7]), so ``sigmoid(logits) = p``.
+    """
+    p = torch.as_tensor(probs).float()
+    if head == "softmax":
+        return p.clamp_min(1e-12).log()
+    if head == "sigmoid":
+        p = p.clamp(1e-7, 1 - 1e-7)
+        return p.log() - torch.log1p(-p)
+    raise ValueError(f"head must be 'softmax' or 'sigmoid', got {head!r}")

@@ -1,7 +1,7 @@
 """Rounds of refinement: each model's quality on ``P_EVAL`` appended to the project's table.
 
 ``record_round(ckpt, "datasets/Deformation", "H1")`` evaluates the model on ``P_EVAL`` at the
-masks' original resolution (predictions resized back, see :mod:`segcal.pipeline.refine_predict`),
+masks' original resolution (predictions resized back, see :mod:`segcal.refine.predict`),
 appends one row to ``P_rounds.csv`` and redraws ``P_rounds.png``. Columns: :data:`ROUND_COLUMNS`
 (metrics are foreground means over classes 1..C-1).
 """
@@ -18,8 +18,8 @@ from segcal.io.atomic import atomic_write_text
 from segcal.metrics.segmentation import SegmentationMetrics, quality_summary
 from segcal.models.lightning import SegModel
 from segcal.pipeline.inference import experiment_of, load_model
-from segcal.pipeline.refine_io import Project, open_for_model
-from segcal.pipeline.refine_predict import predict_original
+from segcal.refine.predict import predict_original
+from segcal.refine.project import Project, open_for_model
 
 METRICS = ("iou", "dice", "recall", "precision", "accuracy")
 ROUND_COLUMNS = ("round", *METRICS, "num_images", "train_data", "eval_data", "checkpoint", "created")

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import yaml
 
 from segcal.io.jsonio import read_json
-from segcal.pipeline.report_html import Fig
+from segcal.report.html import Fig
 
 T = TypeVar("T")
 
