@@ -3,18 +3,46 @@ import json
 import re
 
 import pytest
+import yaml
 
 from segcal.cli.main import main
 from segcal.pipeline.demo import CONFORMAL, RECALIBRATION
 from segcal.report.build import REPORT_SECTIONS
 
+MEASURED: dict[str, int] = {}
+
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
+    """The quick demo, counting the batches every calibration measurement sees."""
+    from segcal.metrics.calibration import CalibrationMetrics
+
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    calibration_update = CalibrationMetrics.update
+
+    def count_update(self, preds, *args, **kwargs):
+        MEASURED["calibration_batches"] = MEASURED.get("calibration_batches", 0) + 1
+        return calibration_update(self, preds, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(CalibrationMetrics, "update", count_update)
+        assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     (run_dir,) = (out / "demo").iterdir()
     return run_dir
+
+
+def test_the_uncalibrated_model_is_measured_once(demo_run):
+    batch_size = yaml.safe_load((demo_run / "config.yaml").read_text())["data"]["batch_size"]
+    batches = -(-24 // batch_size)  # the quick demo's 24 test images
+    evaluations = [json.loads(p.read_text()) for p in (demo_run / "eval").glob("*/evaluation.json")]
+    measured = [e["name"] for e in evaluations if "uncalibrated" in e["calibration"]]
+    assert measured == ["last-test"]
+    assert all(e["baseline"] == "last-test" for e in evaluations if e["name"] != "last-test")
+    # uncalibrated once + each recalibration once; conformal evaluations add no calibration metrics
+    assert MEASURED["calibration_batches"] == (1 + len(RECALIBRATION)) * batches
+    # segmentation quality: measured once (temperature and selective scaling keep every predicted class)
+    segmented = [e["name"] for e in evaluations if e["segmentation"]]
+    assert segmented == ["last-test"]
 
 
 def test_every_stage_wrote_its_results(demo_run):
@@ -22,7 +50,7 @@ def test_every_stage_wrote_its_results(demo_run):
     assert evals == {"last-test", *(f"last.{m}-test" for m in (*RECALIBRATION, *CONFORMAL))}
     for method in RECALIBRATION:
         result = json.loads((demo_run / "eval" / f"last.{method}-test" / "evaluation.json").read_text())
-        assert list(result["calibration"]) == ["uncalibrated", method]
+        assert list(result["calibration"]) == [method] and result["baseline"] == "last-test"
     for method in CONFORMAL:
         result = json.loads((demo_run / "eval" / f"last.{method}-test" / "evaluation.json").read_text())
         assert result["conformal"]["calibration"]["n_cal"] == 24

@@ -33,10 +33,14 @@ def calib(ece):
 
 
 def write_eval(run, name, recal=False, conformal=False, missing_figure=False):
+    """An evaluation as the demo writes them: ``a-last`` measures the uncalibrated model; a recalibrated or
+    conformal one measures only what its calibrator changes and names the baseline."""
     folder = run / "eval" / name
+    measured = not conformal
     figures = [{"key": "reliability", "title": "Reliability diagram", "path": "figures/reliability.png",
                 "group": "calibration"},
-               {"key": "ece_map", "title": "Per-pixel ECE map", "path": "figures/ece_map.png", "group": "calibration"}]
+               {"key": "ece_map", "title": "Per-pixel ECE map", "path": "figures/ece_map.png",
+                "group": "calibration"}] if measured else []
     if conformal:
         figures += [{"key": k, "title": k.replace("_", " "), "path": f"figures/{k}.png", "group": "conformal"}
                     for k in ("set_size_map", "ce_map", "group_map", "coverage_vs_nominal")]
@@ -47,12 +51,12 @@ def write_eval(run, name, recal=False, conformal=False, missing_figure=False):
     if missing_figure:
         figures.append({"key": "image_ece_histogram", "title": "Per-image ECE", "path": "figures/gone.png",
                         "group": "calibration"})
-    calibration = {"uncalibrated": calib(0.0876543)}
-    if recal:
-        calibration["temperature"] = calib(0.0123456)
-    data = {"name": name, "source": {"checkpoint": "ckpt/last.ckpt", "predictions": None, "split": "test",
-                                     "num_images": 8, "classes": CLASSES, "head": "softmax"},
-            "segmentation": seg_metrics(), "calibration": calibration,
+    calibration = ({"temperature": calib(0.0123456)} if recal else {} if conformal
+                   else {"uncalibrated": calib(0.0876543)})
+    data = {"name": name, "baseline": "a-last" if recal or conformal else None,
+            "source": {"checkpoint": "ckpt/last.ckpt", "predictions": None, "split": "test",
+                       "num_images": 8, "classes": CLASSES, "head": "softmax"},
+            "segmentation": None if recal or conformal else seg_metrics(), "calibration": calibration,
             "recalibration": {"method": "temperature", "info": {"temperature": 1.8765}} if recal else None,
             "conformal": None, "figures": figures, "seconds": 1.5}
     if conformal:
@@ -77,9 +81,9 @@ def full_run(tmp_path):
     (run / "val_metrics.json").write_text(json.dumps(seg_metrics(0.7777777)))
     png(run / "figures" / "curves.png")
     png(run / "figures" / "samples.png")
-    write_eval(run, "a-last")
+    write_eval(run, "a-last", missing_figure=True)
     write_eval(run, "b-temperature", recal=True)
-    write_eval(run, "c-kmeans", conformal=True, missing_figure=True)
+    write_eval(run, "c-kmeans", conformal=True)
     (run / "sweep").mkdir()
     png(run / "sweep" / "ce_vs_ncal.png")
     summary = [{"method": m, "n_cal": n, "repeats": 3, "mean_ce_mean": 0.1 / n, "mean_ce_std": 0.01,
@@ -104,15 +108,18 @@ def test_full_report(full_run):
     assert path == full_run / "report.html"
     text = path.read_text(encoding="ascii")
     imgs = assert_self_contained(text)
-    assert len(imgs) == 2 + 2 + 2 + 1 + 4 + 1 + 1  # training, 2 evals' calibration, recal, conformal, sets, sweep
+    assert len(imgs) == 2 + 2 + 1 + 4 + 1 + 1  # training, calibration, recal, conformal, sets, sweep
     for sid in REPORT_SECTIONS:
         assert f'<section id="{sid}"><h2>' in text and f'href="#{sid}"' in text
     for number in ("0.08765", "0.01235", "0.04568", "0.9012", "1.877", "0.7778", "0.8123"):
         assert number in text
     assert "15 equal-width bins" in text and "test Dice 0.812" in text
     assert "0.01 &#177; 0.01 (1.5)" in text
-    assert "missing figure: eval/c-kmeans/figures/gone.png" in text
-    assert "identical results in b-temperature, c-kmeans" in text and "a-last (+2)" in text  # shown once
+    assert "missing figure: eval/a-last/figures/gone.png" in text
+    calibration = text.split('id="calibration"')[1].split("</section>")[0]
+    assert calibration.count("0.08765") == 1 and "identical" not in text  # measured once, shown once
+    recalibration = text.split('id="recalibration"')[1].split("</section>")[0]
+    assert "0.08765" in recalibration and "0.01235" in recalibration  # before / after, from the baseline
     assert "&lt;b&gt;&amp;co" in text and "<b>&co" not in text and "demo &lt;x&gt;" in text
     assert "run <code>" not in text.split('id="conformal"')[1].split("</section>")[0]
     assert [p.name for p in full_run.iterdir() if p.name.startswith(".")] == []

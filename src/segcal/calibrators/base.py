@@ -33,6 +33,8 @@ class Calibrator(Estimator, ABC):
     """
 
     method: ClassVar[str]
+    preserves_argmax: ClassVar[bool] = True
+    """Whether calibrated logits always keep the predicted class (then segmentation quality is unchanged)."""
 
     def __init__(self, head: Head = "softmax", ignore_index: int = 255, seed: int = 0) -> None:
         if head not in ("softmax", "sigmoid"):

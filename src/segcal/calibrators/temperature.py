@@ -110,4 +110,5 @@ class VectorScaling(TemperatureScaling):
     """
 
     method = "vector"
+    preserves_argmax = False
     per_class = True

@@ -133,7 +133,8 @@ def evaluate(args: argparse.Namespace) -> int:
                           boundary_width=args.boundary_width, alphas=alphas, set_alpha=args.alpha,
                           segmentation_only=args.segmentation_only, progress=not args.no_progress)
     r = ev.result
-    out.print(metrics_table(r["segmentation"], f"Segmentation ({r['source']['num_images']} images)"))
+    if r["segmentation"]:
+        out.print(metrics_table(r["segmentation"], f"Segmentation ({r['source']['num_images']} images)"))
     if r["calibration"]:
         out.print(calibration_table(r))
     if r["conformal"]:

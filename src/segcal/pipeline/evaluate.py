@@ -60,19 +60,24 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
              name: str = "evaluation", bins: int = 15, boundary_width: int = 3, class_maps: bool = False,
              alphas: list[float] | None = None, set_alpha: float = SET_ALPHA,
              num_set_examples: int = NUM_SET_EXAMPLES, min_test_labels: int = MIN_TEST_LABELS,
-             segmentation_only: bool = False, progress: bool = True) -> Evaluation:
+             segmentation_only: bool = False, uncalibrated: bool = True, baseline: str | None = None,
+             progress: bool = True) -> Evaluation:
     """Evaluate ``source`` (see :mod:`segcal.pipeline.sources`) with ``bundle`` applied.
 
     Writes ``evaluation.json`` and figures into ``out_dir`` when given (figures only then).
     ``segmentation_only``: Dice, IoU, ... of the final prediction, no calibration or coverage.
+    ``uncalibrated=False`` measures only what ``bundle`` changes (the uncalibrated model was measured
+    already, in evaluation ``baseline``): the recalibrated calibration metrics, segmentation quality only
+    when the recalibrator can change the predicted class, and coverage.
     """
     start = time.time()
     bundle = bundle if bundle is not None else CalibrationBundle()
     recal, conformal = bundle.recalibration, bundle.conformal
     if conformal is not None:
         _check_alpha_on_grid(set_alpha, alphas)
-    seg = SegmentationMetrics(source.num_classes, source.ignore_index)
-    metrics = {"uncalibrated": _calibration_metrics(source, bins, boundary_width, class_maps)}
+    changes_labels = recal is not None and not recal.preserves_argmax
+    seg = SegmentationMetrics(source.num_classes, source.ignore_index) if uncalibrated or changes_labels else None
+    metrics = {"uncalibrated": _calibration_metrics(source, bins, boundary_width, class_maps)} if uncalibrated else {}
     if recal is not None:
         metrics[recal.method] = _calibration_metrics(source, bins, boundary_width, class_maps)
     if segmentation_only:
@@ -85,12 +90,13 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
         nonlocal labelled
         raw, labels = batch["logits"], batch["mask"]
         labelled += int((labels != source.ignore_index).sum())
-        if metrics:
+        if "uncalibrated" in metrics:
             metrics["uncalibrated"].update(raw, labels)
         final = raw if recal is None else recal(raw, batch.get("image"))
-        if recal is not None and metrics:
+        if recal is not None and recal.method in metrics:
             metrics[recal.method].update(final, labels)
-        seg.update(hard_labels(final, source.head), labels)
+        if seg is not None:
+            seg.update(hard_labels(final, source.head), labels)
         if conformal is not None:
             coverage.update(final, labels, "logits", source.head)
             examples.add(source, batch, conformal, final)
@@ -105,12 +111,14 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
         results[label] = metric.compute()
         results[label].label = label
     cov = None if coverage is None else coverage.compute()
-    out = {"name": name, "source": describe(source), "segmentation": quality_dict(seg, source.class_names),
+    out = {"name": name, "baseline": baseline, "source": describe(source),
+           "segmentation": None if seg is None else quality_dict(seg, source.class_names),
            "calibration": {label: r.to_dict() for label, r in results.items()},
            "recalibration": None if recal is None else {"method": recal.method, "info": recal.info_},
            "conformal": None if cov is None else cov.to_dict(), "set_alpha": set_alpha if cov else None,
            "figures": []}
-    out["segmentation"]["num_images"] = out["source"]["num_images"]
+    if seg is not None:
+        out["segmentation"]["num_images"] = out["source"]["num_images"]
     path = None
     if out_dir is not None:
         path = Path(out_dir)

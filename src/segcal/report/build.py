@@ -45,7 +45,6 @@ from segcal.report.inputs import (
     figures_from,
     load_run,
     per_class,
-    same_groups,
     with_class_columns,
 )
 
@@ -152,36 +151,23 @@ def segmentation_section(run: RunInputs) -> Html:
     if not evals:
         return note("no evaluation found", CMD_EVALUATE)
     parts = []
-    for same in same_groups(evals, lambda e: e.get("segmentation")):
-        e = same[0]
+    for e in evals:
         other = [f for f in (e.get("figures") or []) if isinstance(f, dict) and f.get("group") not in FIGURE_GROUPS]
         groups = list(dict.fromkeys(f.get("group") for f in other))
         figs = [fig for g in groups for fig in figures_from(other, g, e.folder, run.run_dir)]
-        parts += [h3(e.name), source_line(e), identical(same), metrics_table(e.get("segmentation")),
-                  figure_grid(figs)]
+        parts += [h3(e.name), source_line(e), metrics_table(e.get("segmentation")), figure_grid(figs)]
     return join(parts)
-
-
-def identical(same: list[Evaluation]) -> Html:
-    """A line naming the evaluations whose results equal those of ``same[0]`` (empty if none)."""
-    return para(f"identical results in {', '.join(e.name for e in same[1:])}") if len(same) > 1 else Html("")
 
 
 def calibration_table(evals: list[Evaluation], labels: tuple[str, ...] | None = None) -> Html:
     """One row per (evaluation, label): ECE, adaptive ECE, ..., NLL, then per-class ECE by class name."""
     entries = [(e, label, res) for e in evals for label, res in e.part("calibration").items()
                if labels is None or label in labels]
-    rows, by_class, notes = [], [], []
-    for same in same_groups(entries, lambda x: x[1:]):
-        (e, label, res), more = same[0], len(same) - 1
-        rows.append([e.name + (f" (+{more})" if more else ""), label]
-                    + [dig(res, *path) for _, path in CALIBRATION_COLUMNS])
-        by_class.append(per_class(e, dig(res, "classwise_ece")))
-        if more:
-            notes.append(f"{e.name} (+{more}) stands for {', '.join(x[0].name for x in same)}")
+    rows = [[e.name, label] + [dig(res, *path) for _, path in CALIBRATION_COLUMNS] for e, label, res in entries]
+    by_class = [per_class(e, dig(res, "classwise_ece")) for e, _, res in entries]
     classes, rows = with_class_columns(rows, by_class)
     headers = ["evaluation", "probabilities", *[h for h, _ in CALIBRATION_COLUMNS], *[f"ECE {c}" for c in classes]]
-    return join([table(headers, rows, label_cols=2), para("Identical rows: " + "; ".join(notes)) if notes else ""])
+    return table(headers, rows, label_cols=2)
 
 
 def calibration_section(run: RunInputs) -> Html:
@@ -194,10 +180,10 @@ def calibration_section(run: RunInputs) -> Html:
     if binnings:
         parts.append(para("Binning: " + "; ".join(binnings)))
     plain = [e for e in evals if not e.get("recalibration")]
-    for same in same_groups(plain or evals, lambda e: (e.part("calibration"), e.listed("calibration"))):
-        figs = [f for f in same[0].figures("calibration", run.run_dir) if plain or f.key != "reliability"]
+    for e in plain or evals:
+        figs = [f for f in e.figures("calibration", run.run_dir) if plain or f.key != "reliability"]
         if figs:
-            parts += [h3(f"Figures: {same[0].name}"), identical(same), figure_grid(figs)]
+            parts += [h3(f"Figures: {e.name}"), figure_grid(figs)]
     return join(parts)
 
 
@@ -210,9 +196,10 @@ def recalibration_section(run: RunInputs) -> Html:
         method = str(e.get("recalibration", "method") or "recalibration")
         info = e.get("recalibration", "info") or {}
         pair = ("uncalibrated", method) if method in e.part("calibration") else None
+        baseline = [b for b in run.evaluations if b.name == e.get("baseline")]  # where "uncalibrated" was measured
         parts += [h3(f"{e.name}: {method}"),
                   info_block(info) if isinstance(info, dict) else "",
-                  calibration_table([e], pair)]
+                  calibration_table([*baseline, e], pair)]
         rel = [f for f in e.figures("calibration", run.run_dir) if f.key == "reliability"]
         parts.append(figure_grid(rel, wide=True) if rel
                      else note(f"no reliability diagram listed in {e.name}", CMD_EVALUATE))

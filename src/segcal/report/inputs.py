@@ -4,8 +4,6 @@ Unreadable files do not stop the report: they are collected in :attr:`RunInputs.
 """
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,17 +26,6 @@ def dig(d: Any, *keys: Any) -> Any:
         else:
             return None
     return d
-
-
-def same_groups(items: list[T], key: Callable[[T], Any]) -> list[list[T]]:
-    """``items`` grouped by equal ``key`` (compared as JSON), groups in order of first appearance.
-
-    Used to show identical results once (e.g. a conformal evaluation repeats the uncalibrated numbers).
-    """
-    groups: dict[str, list[T]] = {}
-    for item in items:
-        groups.setdefault(json.dumps(key(item), sort_keys=True, default=str), []).append(item)
-    return list(groups.values())
 
 
 @dataclass
