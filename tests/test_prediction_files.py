@@ -65,11 +65,11 @@ def test_writer_round_trip(tmp_path):
     assert (pf.names, pf.kind, pf.head, pf.class_names, pf.num_classes, pf.image_size, len(pf)) == (
         ["img0", "img1", "img2"], "logits", "softmax", ["bg", "fg"], 2, (8, 8), 3)
     batches = list(pf)
-    assert [b["name"] for b in batches] == [["img0", "img1"], ["img2"]]
-    assert batches[0]["logits"].dtype == torch.float32 and batches[0]["mask"].dtype == torch.int64
-    got = torch.cat([b["logits"] for b in batches])
+    assert [b.names for b in batches] == [["img0", "img1"], ["img2"]]
+    assert batches[0].logits.dtype == torch.float32 and batches[0].labels.dtype == torch.int64
+    got = torch.cat([b.logits for b in batches])
     np.testing.assert_array_equal(got.numpy(), np.stack([d[0] for d in data.values()]))
-    np.testing.assert_array_equal(torch.cat([b["mask"] for b in batches]).numpy(),
+    np.testing.assert_array_equal(torch.cat([b.labels for b in batches]).numpy(),
                                   np.stack([d[1] for d in data.values()]))
     assert np.load(tmp_path / "p" / "img0.npz")["set_size"].dtype == np.uint8
     assert pf.meta == {**meta, "source": {"model": "x"}}
@@ -100,7 +100,7 @@ def test_softmax_probs_auto_detected_and_converted(tmp_path):
     pf = PredictionFolder(_folder(tmp_path, probs))
     assert pf.kind == "probs" and pf.head == "softmax" and pf.num_classes == 3
     batch = next(iter(pf))
-    np.testing.assert_allclose(torch.softmax(batch["logits"], 1).numpy(), np.stack(list(probs.values())), atol=1e-6)
+    np.testing.assert_allclose(torch.softmax(batch.logits, 1).numpy(), np.stack(list(probs.values())), atol=1e-6)
 
 
 def test_sigmoid_single_channel_probs(tmp_path):
@@ -108,7 +108,7 @@ def test_sigmoid_single_channel_probs(tmp_path):
     pf = PredictionFolder(_folder(tmp_path, {"a": p}))
     assert (pf.head, pf.kind, pf.num_channels, pf.num_classes, pf.class_names) == (
         "sigmoid", "probs", 1, 2, ["class0", "class1"])
-    np.testing.assert_allclose(torch.sigmoid(next(iter(pf))["logits"][0]).numpy(), p, atol=1e-6)
+    np.testing.assert_allclose(torch.sigmoid(next(iter(pf)).logits[0]).numpy(), p, atol=1e-6)
 
 
 def test_logits_auto_detected(tmp_path):
@@ -138,10 +138,10 @@ def test_meta_overrides_and_explicit_args(tmp_path):
 def test_subset_and_limit(tmp_path):
     _folder(tmp_path, {f"n{k}": _logits() for k in range(5)})
     pf = PredictionFolder(tmp_path, batch_size=2)
-    assert [len(b["name"]) for b in pf] == [2, 2, 1]
+    assert [len(b.names) for b in pf] == [2, 2, 1]
     sub = pf.subset(3)
     assert sub.names == ["n0", "n1", "n2"] and len(pf) == 5
-    assert [b["name"] for b in sub] == [["n0", "n1"], ["n2"]]
+    assert [b.names for b in sub] == [["n0", "n1"], ["n2"]]
     for n in (0, 6):
         with pytest.raises(ValueError, match=f"n={n}"):
             pf.subset(n)
@@ -159,7 +159,7 @@ def test_masks_location_npy_masks_and_unmatched(tmp_path):
     assert pf.unmatched_masks == 1 and pf.names == ["a"]
     np.save(tmp_path / "m" / "a.npy", np.ones((8, 8), np.int16))
     (tmp_path / "m" / "a.png").unlink()
-    assert next(iter(PredictionFolder(tmp_path / "p", tmp_path / "m")))["mask"].eq(1).all()
+    assert next(iter(PredictionFolder(tmp_path / "p", tmp_path / "m"))).labels.eq(1).all()
 
 
 def test_folder_errors(tmp_path):

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from segcal.batch import Batch
 from segcal.calibrators.base import Calibrator
 from segcal.calibrators.registry import load_calibrator
 from segcal.conformal.calibrator import ConformalCalibrator
@@ -43,6 +44,10 @@ class CalibrationBundle:
     def transform(self, logits: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         """Recalibrated logits ``[N, C, H, W]`` (unchanged without a recalibrator)."""
         return logits if self.recalibration is None else self.recalibration(logits, images)
+
+    def apply(self, batch: Batch) -> Batch:
+        """``batch`` with recalibrated logits (the same batch without a recalibrator)."""
+        return batch if self.recalibration is None else batch.with_logits(self.transform(batch.logits, batch.images))
 
     def describe(self) -> str:
         parts = []

@@ -1,11 +1,9 @@
 """Calibration streams: validated ``(logits, labels[, images])`` batches and their class counts.
 
-A calibration stream is any iterable whose items are one of
-
-* a 2-tuple ``(logits [N, C, H, W], labels [N, H, W])``;
-* a 3-tuple ``(logits, labels, images [N, K, H, W])`` (images are used by local temperature
-  scaling with ``use_image=True`` and ignored by the other methods);
-* a mapping with keys ``"logits"``, ``"labels"`` and optionally ``"images"``.
+A calibration stream is any iterable whose items are :class:`segcal.batch.Batch` es or
+``(logits [N, C, H, W], labels [N, H, W][, images [N, K, H, W]])`` tuples or mappings with those keys
+(see :func:`segcal.batch.unpack_item`); images are used by local temperature scaling with
+``use_image=True`` and ignored by the other methods.
 
 The stream is consumed once; calibrators keep a bounded, seeded sample of what they need
 (see :mod:`segcal.calibrators.sampling`).
@@ -17,8 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from segcal.batch import unpack_item
 from segcal.errors import no_labels
-from segcal.outputs import Head, as_tensor, check_batch, num_output_classes
+from segcal.outputs import Head, check_batch, num_output_classes
 
 Progress = Callable[[Iterable, str], Iterable]
 """``progress(iterable, description) -> iterable``, e.g. a rich progress-bar wrapper."""
@@ -32,23 +31,6 @@ class CalibrationBatch:
     logits: torch.Tensor
     labels: torch.Tensor
     images: torch.Tensor | None = None
-
-
-def unpack_item(item: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Split a stream item into ``(logits, labels, images or None)``; ``ValueError`` if malformed."""
-    if isinstance(item, Mapping):
-        if "logits" not in item or "labels" not in item:
-            raise ValueError(f"stream item mappings need keys 'logits' and 'labels', got {sorted(item)}")
-        parts = (item["logits"], item["labels"], item.get("images"))
-    elif isinstance(item, (tuple, list)) and len(item) in (2, 3):
-        parts = (item[0], item[1], item[2] if len(item) == 3 else None)
-    else:
-        raise ValueError(
-            "stream items must be (logits, labels), (logits, labels, images) or a mapping with keys"
-            f" 'logits', 'labels'[, 'images']; got {type(item).__name__}"
-        )
-    return tuple(None if value is None else as_tensor(value, f"stream item {name}")  # type: ignore[return-value]
-                 for name, value in zip(("logits", "labels", "images"), parts))
 
 
 class CalibrationStream:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from segcal.batch import unpack_item
 from segcal.conformal.accumulate import (
     DEFAULT_MAX_EXACT_SCORES,
     MODES,
@@ -166,7 +167,7 @@ class ConformalCalibrator(Estimator):
         parts: dict[str, ScoreAccumulator] = {}
         seen, num_classes, shape = 0, self.num_classes, None
         for batch in stream:
-            preds, labels = as_tensor(batch[0], "preds"), as_tensor(batch[1], "labels")
+            preds, labels, _ = unpack_item(batch)
             if n_cal is not None:
                 preds, labels = preds[: n_cal - seen], labels[: n_cal - seen]
             if preds.shape[0] == 0:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from segcal.batch import unpack_item
 from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.quantile import COVERAGE_LEVELS, levels_from_alpha
 from segcal.conformal.scores import valid_labels
@@ -241,7 +242,8 @@ def evaluate_coverage(calibrator: ConformalCalibrator, stream: Iterable[tuple[to
     """Coverage of ``calibrator`` on ``(preds, labels)`` test batches (see :class:`CoverageResult`)."""
     acc = CoverageAccumulator(calibrator, alphas, min_test_labels)
     for batch in stream:
-        acc.update(batch[0], batch[1], kind, head)
+        preds, labels, _ = unpack_item(batch)
+        acc.update(preds, labels, kind, head)
     if sync_dist or (sync_dist is None and dist.is_available() and dist.is_initialized()):
         acc.all_reduce()
     return acc.compute()

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from segcal.batch import unpack_item
 from segcal.conformal.accumulate import ScoreBank
 from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.evaluation import MIN_TEST_LABELS, CoverageAccumulator
@@ -28,7 +29,7 @@ AT_90 = ("coverage_at_0.9", "mean_set_size_at_0.9", "full_fraction_at_0.9")  # w
 def cache_test_scores(stream: Iterable[tuple[torch.Tensor, torch.Tensor]], kind: Kind = "logits",
                       head: Head = "softmax") -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``[(class scores [N, C, H, W], labels [N, H, W]), ...]`` from prediction batches."""
-    return [(class_scores(p, kind, head), y) for p, y, *_ in stream]
+    return [(class_scores(p, kind, head), y) for p, y, _ in map(unpack_item, stream)]
 
 
 def calibration_sweep(pool: ScoreBank, test_scores: Sequence[tuple[torch.Tensor, torch.Tensor]],

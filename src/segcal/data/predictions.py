@@ -7,7 +7,7 @@ A prediction folder holds, matched by file stem::
     DIR/meta.json               optional: kind, head, classes, ignore_index, image_size, source
 
 :class:`PredictionWriter` writes such folders (``segcal predict``); :class:`PredictionFolder`
-streams them back as ``{"logits": [N, C, H, W], "mask": [N, H, W], "name": [...]}`` batches.
+streams them back as :class:`~segcal.batch.Batch` es (``logits [N, C, H, W]``, ``labels [N, H, W]``, ``names``).
 Every file is written atomically (temporary file in the same folder, then ``os.replace``).
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from segcal.batch import Batch
 from segcal.data.files import find_images, read_mask, write_png
 from segcal.io.atomic import atomic_write, staged_folder
 from segcal.io.jsonio import read_json, write_json
@@ -151,8 +152,9 @@ class PredictionFolder:
 
     ``masks`` defaults to ``<predictions>/masks``. Explicit ``kind``/``head``/``classes``/``ignore_index``
     override ``meta.json``; ``kind="auto"`` uses meta.json, else the file's key, else inspects the first
-    file. Iterating yields ``{"logits": float32 [N, C, H, W], "mask": int64 [N, H, W], "name": [str]}``
-    batches of ``batch_size``, loading files lazily; probabilities are converted with :func:`probs_to_logits`.
+    file. Iterating yields
+    :class:`~segcal.batch.Batch` es of ``batch_size``, loading files lazily; probabilities are converted with
+    :func:`~segcal.outputs.probs_to_logits`.
     """
 
     def __init__(self, predictions: str | Path, masks: str | Path | None = None, *, kind: str = "auto",
@@ -264,15 +266,25 @@ class PredictionFolder:
             raise ValueError(f"{pred_path} (mask {mask_path}): {exc}") from exc
         return arr, mask
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[Batch]:
         for start in range(0, len(self), self.batch_size):
             idx = range(start, min(start + self.batch_size, len(self)))
             preds, masks = zip(*(self._load(i) for i in idx))
             logits = torch.from_numpy(np.stack(preds))
             if self.kind == "probs":
                 logits = probs_to_logits(logits, self.head)
-            yield {"logits": logits, "mask": torch.from_numpy(np.stack(masks)),
-                   "name": [self._pairs[i][0].stem for i in idx]}
+            yield Batch(logits, torch.from_numpy(np.stack(masks)), [self._pairs[i][0].stem for i in idx])
+
+    def describe(self) -> dict[str, Any]:
+        """JSON description (the pipeline's source record)."""
+        return {"checkpoint": None, "predictions": str(self.predictions), "split": None, "num_images": len(self),
+                "classes": list(self.class_names), "head": self.head}
+
+    def display_image(self, batch: Batch, i: int) -> torch.Tensor:
+        """No input image is saved: the label map of image ``i`` in grey, ``[3, H, W]`` in [0, 1]."""
+        mask = batch.labels[i].float()
+        mask = torch.where(mask == self.ignore_index, torch.zeros_like(mask), mask)
+        return (mask / max(self.num_classes - 1, 1)).expand(3, *mask.shape)
 
 
 def is_prediction_folder(folder: Path) -> bool:

@@ -102,12 +102,10 @@ def _fit(source, method: str, bundle: CalibrationBundle, params: dict[str, Any],
                              "on the uncalibrated checkpoint instead")
         calibrator = make_calibrator(method, head=source.head, ignore_index=source.ignore_index, seed=seed,
                                      **check_params(method, params))
-        stream = Stream(source, lambda b: (b["logits"], b["mask"], b.get("image")))
-        calibrator.fit(stream, progress=_progress(progress))
+        calibrator.fit(Stream(source), progress=_progress(progress))
         bundle.recalibration, info = calibrator, dict(calibrator.info_)
     else:
         conformal = make_conformal(method, source.num_classes, source.head, source.ignore_index, seed, **params)
-        stream = Stream(source, lambda b: (bundle.transform(b["logits"], b.get("image")), b["mask"]))
-        conformal.fit(track(stream, f"calibrate {method}", enabled=progress))
+        conformal.fit(track(Stream(source, bundle.apply), f"calibrate {method}", enabled=progress))
         bundle.conformal, info = conformal, conformal.info()
     return info

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segcal.batch import Batch
 from segcal.calibrated import CalibrationBundle
 from segcal.conformal.evaluation import (
     MIN_TEST_LABELS,
@@ -86,13 +87,13 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
     examples = SetExamples(num_set_examples if conformal is not None else 0, set_alpha)
     labelled = 0
 
-    def step(batch: dict) -> None:
+    def step(batch: Batch) -> None:
         nonlocal labelled
-        raw, labels = batch["logits"], batch["mask"]
+        raw, labels = batch.logits, batch.labels
         labelled += int((labels != source.ignore_index).sum())
         if "uncalibrated" in metrics:
             metrics["uncalibrated"].update(raw, labels)
-        final = raw if recal is None else recal(raw, batch.get("image"))
+        final = raw if recal is None else recal(raw, batch.images)
         if recal is not None and recal.method in metrics:
             metrics[recal.method].update(final, labels)
         if seg is not None:
@@ -101,7 +102,7 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
             coverage.update(final, labels, "logits", source.head)
             examples.add(source, batch, conformal, final)
 
-    for batch in track(Stream(source, lambda b: b), f"evaluate ({bundle.describe()})", enabled=progress):
+    for batch in track(Stream(source), f"evaluate ({bundle.describe()})", enabled=progress):
         step(batch)
     if labelled == 0:
         raise no_labels(source.ignore_index, source_name(source))

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
+from segcal.batch import Batch
 from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.evaluation import CoverageResult
-from segcal.data.transforms import denormalize
 from segcal.metrics.calibration_results import CalibrationResults
 from segcal.plots.calibration import plot_all
 from segcal.plots.conformal import (
@@ -35,23 +35,14 @@ class SetExamples:
         self.count, self.alpha = count, alpha
         self.items: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # name, image, sets, valid
 
-    def add(self, source, batch: dict, conformal: ConformalCalibrator, logits: torch.Tensor) -> None:
+    def add(self, source, batch: Batch, conformal: ConformalCalibrator, logits: torch.Tensor) -> None:
         take = min(self.count - len(self.items), len(logits))
         if take <= 0:
             return
         sets = conformal.predict_set(logits[:take], self.alpha, "logits", source.head)
         for i in range(take):
-            valid = batch["mask"][i] != source.ignore_index
-            self.items.append((batch["name"][i], display_image(source, batch, i), sets[i], valid))
-
-
-def display_image(source, batch: dict, i: int) -> torch.Tensor:
-    """RGB ``[3, H, W]`` in [0, 1] of image ``i`` (the label map in grey when only predictions were saved)."""
-    if "image" in batch and hasattr(source, "datamodule"):
-        return denormalize(batch["image"][i], source.datamodule.cfg)
-    mask = batch["mask"][i].float()
-    mask = torch.where(mask == source.ignore_index, torch.zeros_like(mask), mask)
-    return (mask / max(source.num_classes - 1, 1)).expand(3, *mask.shape)
+            valid = batch.labels[i] != source.ignore_index
+            self.items.append((batch.names[i], source.display_image(batch, i), sets[i], valid))
 
 
 def _entry(key: str, title: str, path: Path, root: Path, group: str) -> dict[str, str]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from segcal.metrics.segmentation import SegmentationMetrics, quality_summary
 from segcal.models.lightning import SegModel
-from segcal.pipeline.inference import iterate_logits
+from segcal.pipeline.inference import run_model
 
 
 def evaluate_segmentation_model(model: SegModel, loader, progress: bool = True,
@@ -15,7 +15,7 @@ def evaluate_segmentation_model(model: SegModel, loader, progress: bool = True,
     """
     metrics = SegmentationMetrics(model.num_classes, model.ignore_index)
     n = 0
-    for logits, batch in iterate_logits(model, loader, description, progress):
+    for logits, batch in run_model(model, loader, description, progress):
         metrics.update(model.predict_labels(logits), batch["mask"])
         n += len(logits)
     return {**quality_dict(metrics, model.class_names), "num_images": n}

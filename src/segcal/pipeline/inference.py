@@ -44,11 +44,12 @@ def experiment_of(model: SegModel) -> ExperimentConfig:
     return from_dict(ExperimentConfig, model.hparams["experiment"])
 
 
-@torch.no_grad()
-def iterate_logits(model: SegModel, loader, description: str = "predict",
-                   progress: bool = True) -> Iterator[tuple[torch.Tensor, dict]]:
-    """Yield ``(logits [N, C_out, H, W] float32 on CPU, batch)`` for every batch of ``loader``."""
+def run_model(model: SegModel, loader, description: str = "predict",
+              progress: bool = False) -> Iterator[tuple[torch.Tensor, dict]]:
+    """The one loop that runs a model: ``(logits [N, C_out, H, W] float32 on CPU, batch)`` for every batch
+    ``{"image": [N, 3, H, W], ...}`` of ``loader``, under ``torch.inference_mode`` on the model's device."""
     device = next(model.parameters()).device
     for batch in track(loader, description, enabled=progress):
-        logits = model(batch["image"].to(device)).float().cpu()
+        with torch.inference_mode():
+            logits = model(batch["image"].to(device)).float().cpu()
         yield logits, batch

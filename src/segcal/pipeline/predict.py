@@ -40,10 +40,10 @@ def predict(source, out_dir: str | Path, bundle: CalibrationBundle | None = None
     sizes, count = [], 0
     with PredictionWriter(out, classes=source.class_names, head=source.head, ignore_index=source.ignore_index,
                           source=info, overwrite=overwrite) as writer:
-        for batch in track(Stream(source, lambda b: b), "predict", enabled=progress):
-            logits = bundle.transform(batch["logits"], batch.get("image"))
+        for batch in track(Stream(source, bundle.apply), "predict", enabled=progress):
+            logits = batch.logits
             sets = None if alpha is None else bundle.conformal.predict_set(logits, alpha, "logits", source.head)
-            for i, name in enumerate(batch["name"]):
+            for i, name in enumerate(batch.names):
                 extra = {}
                 if sets is not None:
                     size = sets[i].sum(0).to(torch.uint8)
@@ -51,7 +51,7 @@ def predict(source, out_dir: str | Path, bundle: CalibrationBundle | None = None
                     sizes.append(float(size.float().mean()))
                     rgb = (set_colours(sets[i]) * 255).round().astype(np.uint8)
                     atomic_write(writer.path(f"sets/{name}.png"), lambda tmp, rgb=rgb: write_png(tmp, rgb))
-                writer.add(name, logits[i].numpy(), batch["mask"][i].numpy(), **extra)
+                writer.add(name, logits[i].numpy(), batch.labels[i].numpy(), **extra)
                 count += 1
     summary = {"out": str(out), "num_images": count, "calibration": bundle.describe(), "alpha": alpha}
     if sizes:

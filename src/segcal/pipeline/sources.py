@@ -1,9 +1,7 @@
 """Where predictions come from: a checkpoint run over a data split, or a folder of saved predictions.
 
-Both yield dict batches ``{"logits": [N, C, H, W] float32, "mask": [N, H, W] int64, "name": [...]}``
-(model sources add ``"image"``, the normalised input) and describe themselves with
-``num_classes``, ``class_names``, ``head``, ``ignore_index``, ``image_size``, ``len()`` and
-``subset(n)`` (the first ``n`` images), so every pipeline stage works on either.
+Every source follows the :class:`Source` protocol: it yields :class:`~segcal.batch.Batch` es (model
+sources fill ``images``, the normalised input) and describes itself, so every pipeline stage works on any.
 """
 from __future__ import annotations
 
@@ -11,17 +9,41 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from segcal.batch import Batch
 from segcal.configio import apply_overrides, from_dict, to_dict
 from segcal.data.datamodule import SegDataModule, build_datamodule
 from segcal.data.predictions import PredictionFolder
+from segcal.data.transforms import denormalize
 from segcal.models.lightning import SegModel
 from segcal.pipeline.config import ExperimentConfig
-from segcal.pipeline.inference import experiment_of, load_model
+from segcal.pipeline.inference import experiment_of, load_model, run_model
+
+
+@runtime_checkable
+class Source(Protocol):
+    """What every pipeline stage reads: batches of model outputs with labels, and what they are."""
+
+    num_classes: int
+    class_names: list[str]
+    head: str
+    ignore_index: int
+    image_size: tuple[int, int]
+    batch_size: int
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def subset(self, n: int) -> Source: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def display_image(self, batch: Batch, i: int) -> torch.Tensor: ...
 
 
 @dataclass
@@ -77,17 +99,18 @@ class ModelSource:
         return {"checkpoint": self.checkpoint, "predictions": None, "split": self.split, "num_images": len(self),
                 "classes": self.class_names, "head": self.head}
 
-    @torch.no_grad()
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[Batch]:
         ds = self.datamodule.dataset(self.split)
         if self.limit is not None:
             ds = Subset(ds, range(self.limit))
         loader = DataLoader(ds, batch_size=self.datamodule.cfg.batch_size, shuffle=False,
                             num_workers=self.datamodule.cfg.num_workers)
-        device = next(self.model.parameters()).device
-        for batch in loader:
-            logits = self.model(batch["image"].to(device)).float().cpu()
-            yield {"logits": logits, "mask": batch["mask"], "name": list(batch["name"]), "image": batch["image"]}
+        for logits, batch in run_model(self.model, loader):
+            yield Batch(logits, batch["mask"], list(batch["name"]), batch["image"])
+
+    def display_image(self, batch: Batch, i: int) -> torch.Tensor:
+        """RGB ``[3, H, W]`` in [0, 1] of image ``i`` of ``batch``."""
+        return denormalize(batch.images[i], self.datamodule.cfg)
 
 
 def datamodule_for(checkpoint: str | Path, model: SegModel, overrides: list[str] | None = None) -> SegDataModule:
@@ -115,15 +138,12 @@ def folder_source(predictions: str | Path, masks: str | Path | None = None, **op
     return PredictionFolder(predictions, masks, **options)
 
 
-def describe(source) -> dict[str, Any]:
-    """JSON description of either kind of source."""
-    if hasattr(source, "describe"):
-        return source.describe()
-    return {"checkpoint": None, "predictions": str(source.predictions), "split": None, "num_images": len(source),
-            "classes": list(source.class_names), "head": source.head}
+def describe(source: Source) -> dict[str, Any]:
+    """JSON description of a source."""
+    return source.describe()
 
 
-def source_name(source) -> str:
+def source_name(source: Source) -> str:
     """How errors name a source: ``split 'cal' of CKPT`` or ``predictions DIR``."""
     d = describe(source)
     if d.get("split"):
@@ -134,7 +154,7 @@ def source_name(source) -> str:
 class Stream:
     """``fn(batch)`` for every batch of ``source``; ``len()`` is the number of batches (progress bars)."""
 
-    def __init__(self, source, fn: Callable[[dict], Any]) -> None:
+    def __init__(self, source: Source, fn: Callable[[Batch], Any] = lambda batch: batch) -> None:
         self.source, self.fn = source, fn
 
     def __len__(self) -> int:
@@ -161,7 +181,7 @@ class CachedSource:
     def __len__(self) -> int:
         return len(self.inner)
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[Batch]:
         return iter(self.batches)
 
     def subset(self, n: int) -> CachedSource:
@@ -172,9 +192,12 @@ class CachedSource:
         for batch in self.batches:
             if left <= 0:
                 break
-            out.batches.append({k: v[:left] for k, v in batch.items()})
-            left -= len(batch["name"])
+            out.batches.append(batch.head(left))
+            left -= len(batch)
         return out
 
     def describe(self) -> dict[str, Any]:
-        return describe(self.inner)
+        return self.inner.describe()
+
+    def display_image(self, batch: Batch, i: int) -> torch.Tensor:
+        return self.inner.display_image(batch, i)

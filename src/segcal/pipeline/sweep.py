@@ -62,12 +62,12 @@ def run_sweep(cal_source, test_source, out_dir: str | Path | None = None, *,
                          f"{tuple(test_source.image_size)}: both must have the same size")
     bundle = bundle if bundle is not None else CalibrationBundle()
     head, ignore = cal_source.head, cal_source.ignore_index
-    final = lambda b: bundle.transform(b["logits"], b.get("image"))  # noqa: E731
     pool = ScoreBank(cal_source.num_classes, tuple(cal_source.image_size))
-    for s, y in track(Stream(cal_source, lambda b: label_scores(final(b), b["mask"], "logits", head, ignore)),
+    for s, y in track(Stream(cal_source, lambda b: label_scores(bundle.apply(b).logits, b.labels, "logits", head,
+                                                                 ignore)),
                       "score calibration pool", enabled=progress):
         pool.update(s, y)
-    test = list(track(Stream(test_source, lambda b: (class_scores(final(b), "logits", head), b["mask"])),
+    test = list(track(Stream(test_source, lambda b: (class_scores(bundle.apply(b).logits, "logits", head), b.labels)),
                       "score test split", enabled=progress))
     params = params or {}
     factories = {m: (lambda m=m: make_conformal(m, cal_source.num_classes, head, ignore, seed, **params.get(m, {})))

@@ -21,8 +21,7 @@ from segcal.data.base import SegSource
 from segcal.data.transforms import SegTransform, fitted_size
 from segcal.models.lightning import SegModel
 from segcal.outputs import to_probs
-from segcal.pipeline.inference import experiment_of
-from segcal.pipeline.progress import track
+from segcal.pipeline.inference import experiment_of, run_model
 
 
 def to_original(x: torch.Tensor, size: tuple[int, int], image_size: tuple[int, int], mode: str,
@@ -105,9 +104,7 @@ def predict_original(model: SegModel, source: SegSource, batch_size: int = 8, ca
     transform = model_transform(model)
     loader = DataLoader(_ModelInputs(source, transform), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=_collate)
-    device = next(model.parameters()).device
-    for batch in track(loader, description, enabled=progress):
-        logits = model(batch["image"].to(device)).float().cpu()
+    for logits, batch in run_model(model, loader, description, progress):
         probs = to_probs(logits, "logits", model.head)
         sets = calibrator.predict_set(logits, alpha) if calibrator is not None else None
         for j, (name, mask) in enumerate(zip(batch["name"], batch["mask"])):

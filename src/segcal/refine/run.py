@@ -73,9 +73,10 @@ def fit_conformal(model: SegModel, checkpoint: Path, calibration: Path | None, b
     like the coarse ones) or its run's val split."""
     from torch.utils.data import DataLoader
 
+    from segcal.batch import Batch
     from segcal.conformal.calibrator import ImagewiseCalibrator
     from segcal.data.base import SplitDataset
-    from segcal.pipeline.inference import iterate_logits
+    from segcal.pipeline.inference import run_model
     from segcal.pipeline.sources import datamodule_for
     from segcal.refine.predict import model_transform
 
@@ -91,7 +92,7 @@ def fit_conformal(model: SegModel, checkpoint: Path, calibration: Path | None, b
         dataset = dm.dataset("val")
         where = f"{dm.cfg.root} (val split of the model's run, {len(dataset)} images)"
     loader = DataLoader(dataset, batch_size=batch_size)
-    stream = ((logits, batch["mask"]) for logits, batch in iterate_logits(model, loader, "calibrate", progress))
+    stream = (Batch(logits, batch["mask"]) for logits, batch in run_model(model, loader, "calibrate", progress))
     cp = ImagewiseCalibrator(model.num_classes, kind="logits", head=model.head, ignore_index=model.ignore_index)
     return cp.fit(stream), where
 

@@ -1,0 +1,58 @@
+"""The one batch type that travels from the data sources to the calibrators.
+
+Sources (a model over a split, a folder of saved predictions) yield :class:`Batch` es; every
+calibrator's ``fit`` and every evaluation accept them, and also plain ``(logits, labels)`` /
+``(logits, labels, images)`` tuples or mappings with the same field names, for users of other
+frameworks (:func:`unpack_item`).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from segcal.outputs import as_tensor
+
+
+@dataclass(frozen=True)
+class Batch:
+    """``logits [N, C, H, W]`` float32, ``labels [N, H, W]`` int64 (``ignore_index`` kept), image ``names [N]``,
+    and ``images [N, K, H, W]`` (the model's normalised input) or ``None`` for saved predictions."""
+
+    logits: Any
+    labels: Any
+    names: list[str] = field(default_factory=list)
+    images: Any = None
+
+    def __len__(self) -> int:
+        return int(self.logits.shape[0])
+
+    def with_logits(self, logits: Any) -> Batch:
+        """The same batch with other logits (e.g. recalibrated ones)."""
+        return replace(self, logits=logits)
+
+    def head(self, n: int) -> Batch:
+        """The first ``n`` images of the batch."""
+        return Batch(self.logits[:n], self.labels[:n], list(self.names[:n]),
+                     None if self.images is None else self.images[:n])
+
+
+FIELDS = ("logits", "labels", "images")
+
+
+def unpack_item(item: object) -> tuple[Any, Any, Any]:
+    """``(logits, labels, images or None)`` as tensors from a :class:`Batch`, a 2- or 3-tuple, or a mapping
+    with keys ``"logits"``, ``"labels"`` (and ``"images"``); NumPy arrays are accepted. ``ValueError`` otherwise."""
+    if isinstance(item, Batch):
+        parts = (item.logits, item.labels, item.images)
+    elif isinstance(item, Mapping):
+        if "logits" not in item or "labels" not in item:
+            raise ValueError(f"stream item mappings need keys 'logits' and 'labels', got {sorted(item)}")
+        parts = (item["logits"], item["labels"], item.get("images"))
+    elif isinstance(item, (tuple, list)) and len(item) in (2, 3):
+        parts = (item[0], item[1], item[2] if len(item) == 3 else None)
+    else:
+        raise ValueError("stream items must be a Batch, (logits, labels), (logits, labels, images) or a mapping "
+                         f"with keys 'logits', 'labels'[, 'images']; got {type(item).__name__}")
+    return tuple(None if value is None else as_tensor(value, f"stream item {name}")  # type: ignore[return-value]
+                 for name, value in zip(FIELDS, parts))
