@@ -18,8 +18,6 @@ from segcal.methods import METHODS as METHOD_NAMES
 out = Console()
 err = Console(stderr=True)
 
-CALIBRATION_COLUMNS = (("ece", "ECE"), ("adaptive_ece", "adaptive ECE"), ("mce", "MCE"),
-                       ("mean_classwise_ece", "classwise ECE"), ("brier", "Brier"), ("nll", "NLL"))
 
 
 @contextmanager
@@ -80,6 +78,8 @@ def build_source(args: argparse.Namespace, split: str, predictions: str | None =
 
 
 def calibration_table(result: dict) -> Table:
+    from segcal.metrics.calibration_results import SUMMARY_COLUMNS, lookup
+
     """Rows: the ECE family, Brier, NLL, region and per-class ECE; columns: uncalibrated / recalibrated."""
     calib = result["calibration"]
     first = next(iter(calib.values()))
@@ -87,9 +87,8 @@ def calibration_table(result: dict) -> Table:
     table.add_column("metric")
     for label in calib:
         table.add_column(label, justify="right")
-    rows = [(title, [r[key] for r in calib.values()]) for key, title in CALIBRATION_COLUMNS]
-    rows += [(f"{region} ECE", [r["regions"][region]["ece"] for r in calib.values()]) for region in first["regions"]]
-    rows += [(f"ECE {name}", [r["classwise_ece"][c] for r in calib.values()])
+    rows = [(title, [lookup(r, path) for r in calib.values()]) for title, path in SUMMARY_COLUMNS]
+    rows += [(f"ECE {name}", [lookup(r, ("classwise_ece", c)) for r in calib.values()])
              for c, name in enumerate(result["source"]["classes"])]
     for title, values in rows:
         table.add_row(title, *("–" if v is None else f"{v:.4f}" for v in values))

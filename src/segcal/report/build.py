@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from segcal.io.atomic import atomic_write_text
+from segcal.metrics.calibration_results import SUMMARY_COLUMNS
 from segcal.report.html import (
     Html,
     bullets,
@@ -57,10 +58,6 @@ SECTION_TITLES = {"summary": "Summary", "configuration": "Configuration", "train
 METRIC_ORDER = ("dice", "iou", "recall", "precision", "accuracy")
 METRIC_NAMES = {"dice": "Dice", "iou": "IoU", "recall": "Recall", "precision": "Precision", "accuracy": "Accuracy"}
 CONFIG_KEYS = ("name", "seed", "data.kind", "data.image_size", "model.arch", "train.epochs")
-CALIBRATION_COLUMNS = (("ECE", ("ece",)), ("adaptive ECE", ("adaptive_ece",)), ("MCE", ("mce",)),
-                       ("classwise ECE (mean)", ("mean_classwise_ece",)),
-                       ("boundary ECE", ("regions", "boundary", "ece")),
-                       ("interior ECE", ("regions", "interior", "ece")), ("Brier", ("brier",)), ("NLL", ("nll",)))
 CONFORMAL_COLUMNS = ("coverage_at_0.9", "mean_set_size_at_0.9", "full_fraction_at_0.9", "empty_fraction",
                      "trivial_fraction", "num_test_images")
 CONFORMAL_FIGURES = ("group_map", "ce_map", "coverage_vs_nominal", "set_size_map")
@@ -163,10 +160,10 @@ def calibration_table(evals: list[Evaluation], labels: tuple[str, ...] | None = 
     """One row per (evaluation, label): ECE, adaptive ECE, ..., NLL, then per-class ECE by class name."""
     entries = [(e, label, res) for e in evals for label, res in e.part("calibration").items()
                if labels is None or label in labels]
-    rows = [[e.name, label] + [dig(res, *path) for _, path in CALIBRATION_COLUMNS] for e, label, res in entries]
+    rows = [[e.name, label] + [dig(res, *path) for _, path in SUMMARY_COLUMNS] for e, label, res in entries]
     by_class = [per_class(e, dig(res, "classwise_ece")) for e, _, res in entries]
     classes, rows = with_class_columns(rows, by_class)
-    headers = ["evaluation", "probabilities", *[h for h, _ in CALIBRATION_COLUMNS], *[f"ECE {c}" for c in classes]]
+    headers = ["evaluation", "probabilities", *[h for h, _ in SUMMARY_COLUMNS], *[f"ECE {c}" for c in classes]]
     return table(headers, rows, label_cols=2)
 
 

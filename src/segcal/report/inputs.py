@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import yaml
 
 from segcal.io.jsonio import read_json
+from segcal.metrics.calibration_results import lookup
 from segcal.report.html import Fig
 
 T = TypeVar("T")
@@ -18,14 +19,7 @@ T = TypeVar("T")
 
 def dig(d: Any, *keys: Any) -> Any:
     """``d[k0][k1]...`` or ``None`` where any level is absent."""
-    for k in keys:
-        if isinstance(d, dict):
-            d = d.get(k)
-        elif isinstance(d, list) and isinstance(k, int) and -len(d) <= k < len(d):
-            d = d[k]
-        else:
-            return None
-    return d
+    return lookup(d, keys)
 
 
 @dataclass
