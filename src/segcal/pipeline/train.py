@@ -39,7 +39,8 @@ from segcal.models.lightning import SegModel
 from segcal.pipeline.config import ExperimentConfig
 from segcal.pipeline.evaluate_seg import evaluate_segmentation_model
 from segcal.pipeline.inference import load_model
-from segcal.pipeline.training_log import ResumableCSVLogger, trim_log
+from segcal.pipeline.progress import interactive
+from segcal.pipeline.training_log import EpochLines, ResumableCSVLogger, trim_log
 from segcal.plots.training import plot_curves, plot_samples, read_metrics_csv
 
 # Lightning's start-up tips and a torch-internal deprecation add nothing for our users.
@@ -150,15 +151,16 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> TrainResu
                            mode=cfg.train.monitor_mode, save_top_k=1, auto_insert_metric_name=False,
                            enable_version_counter=False)
     callbacks = [periodic, best, LearningRateMonitor(logging_interval="epoch")]
-    if cfg.train.progress:
-        callbacks.append(RichProgressBar())
+    bars = cfg.train.progress and interactive()
+    if cfg.train.progress:  # a bar on a terminal, one line per epoch in a log file
+        callbacks.append(RichProgressBar() if bars else EpochLines(cfg.train.monitor))
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
         strategy=cfg.train.strategy, precision=cfg.train.precision, logger=_logger(cfg, run_dir),
         callbacks=callbacks, check_val_every_n_epoch=cfg.train.val_every,
         limit_train_batches=None if cfg.train.limit_train_batches == 1.0 else cfg.train.limit_train_batches,
         deterministic=cfg.train.deterministic,
-        enable_progress_bar=cfg.train.progress, log_every_n_steps=1, default_root_dir=run_dir,
+        enable_progress_bar=bars, log_every_n_steps=1, default_root_dir=run_dir,
         enable_model_summary=False, plugins=[AtomicCheckpointIO()],
     )
     trainer.fit(model, datamodule=dm, ckpt_path=cfg.train.resume, weights_only=True)

@@ -1,4 +1,5 @@
-"""The training CSV log (``logs/metrics.csv``), kept whole across resumes.
+"""The training logs: ``logs/metrics.csv`` kept whole across resumes, and plain per-epoch lines when
+the output is not a terminal (:class:`EpochLines`).
 
 Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts, so a resumed run would
 keep only its own epochs. :class:`ResumableCSVLogger` appends to the file instead (rows are flushed
@@ -9,13 +10,16 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from pathlib import Path
 
+import lightning as L
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from segcal.io.atomic import atomic_write_text
+from segcal.pipeline.progress import duration, log_line
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -78,3 +82,37 @@ class ResumableCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+class EpochLines(L.Callback):
+    """One line per epoch on standard error: losses, the monitored metric, images/s and the time left.
+
+    Used instead of the rich progress bar when the output goes to a file, so a long ``train`` is never
+    silent in its log.
+    """
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+        self.start, self.first_epoch, self.images = 0.0, 0, 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start, self.first_epoch, self.images = time.monotonic(), trainer.current_epoch, 0
+        if trainer.is_global_zero:
+            log_line(f"training: epochs {trainer.current_epoch + 1}..{trainer.max_epochs}, "
+                     f"{trainer.num_training_batches} batches per epoch")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+                           ) -> None:
+        self.images += len(batch["image"])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        epoch, total = trainer.current_epoch + 1, trainer.max_epochs
+        elapsed = time.monotonic() - self.start
+        metrics = trainer.callback_metrics
+        shown = [f"{k} {float(metrics[k]):.4f}" for k in dict.fromkeys(("train/loss", "val/loss", self.monitor))
+                 if k in metrics]
+        eta = elapsed / max(epoch - self.first_epoch, 1) * (total - epoch)
+        log_line(f"epoch {epoch}/{total}: " + ", ".join([*shown, f"{self.images / max(elapsed, 1e-9):.1f} images/s",
+                                                           f"elapsed {duration(elapsed)}", f"eta {duration(eta)}"]))
