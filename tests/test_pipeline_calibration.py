@@ -9,6 +9,7 @@ from conftest import tiny_experiment_dict
 from segcal.calibrated import load_bundle, read_checkpoint
 from segcal.cli.main import main
 from segcal.pipeline.config import experiment_from_dict
+from segcal.pipeline.results import EvaluationResult
 from segcal.pipeline.train import train
 
 
@@ -66,11 +67,12 @@ def test_conformal_on_top_of_recalibration(run, conformal_ckpt, capsys):
     assert tuple(state["nc_curves"].shape) == (100, 3, 32, 32) and tuple(state["nc_levels"].shape) == (100,)
     assert tuple(state["n_per_group"].shape) == (3, 2) and int(state["n_per_group"].sum()) > 0
     assert _cli("evaluate", conformal_ckpt, "--out", run[0] / "eval" / "conf") == 0
-    result = json.loads((run[0] / "eval" / "conf" / "evaluation.json").read_text())
-    cov = result["conformal"]
-    assert cov["method"] == "kandinsky-kmeans" and cov["calibration"]["n_cal"] == 12
-    assert 0 <= cov["coverage_at_0.9"] <= 1 and cov["num_test_images"] == 8
-    keys = {f["key"] for f in result["figures"]}
+    result = EvaluationResult.read(run[0] / "eval" / "conf" / "evaluation.json")
+    cov = result.conformal
+    assert cov.method == "kandinsky-kmeans" and cov.n_cal == 12 and cov.num_groups == 2
+    assert 0 <= cov.at(0.9).coverage <= 1 and cov.num_test_images == 8 and cov.at(0.33) is None
+    assert result.baseline is None and set(result.calibration) == {"uncalibrated", "temperature"}
+    keys = {f.key for f in result.figures}
     assert {"ce_map", "group_map", "coverage_vs_nominal", "set_size_map", "set_overlay_0"} <= keys
     assert "mean CE" in capsys.readouterr().out
     out = run[0] / "eval" / "c2"
@@ -184,8 +186,9 @@ def test_python_api_of_the_pipeline(run):
     bundle, record = calibrate(cal, "vector", progress=False)
     assert record["n_cal"] == 12 and bundle.recalibration.method == "vector"
     ev = evaluate(model_source(run[1], "test", device="cpu"), bundle, progress=False)
-    assert set(ev.calibration) == {"uncalibrated", "vector"} and ev.out_dir is None
-    assert torch.isfinite(torch.tensor(ev.result["calibration"]["vector"]["nll"]))
+    assert set(ev.calibration) == {"uncalibrated", "vector"} and ev.result.seconds > 0
+    assert torch.isfinite(torch.tensor(ev.result.calibration["vector"].nll))
+    assert ev.result.segmentation is not None  # vector scaling can change the predicted class: measured
 
 
 def test_broken_calibration_files_name_the_file(run, tmp_path, capsys):

@@ -62,8 +62,8 @@ def write_eval(run, name, recal=False, conformal=False, missing_figure=False):
     if conformal:
         data["conformal"] = {"method": "kandinsky-kmeans", "mean_ce": 0.0456789, "mean_ce_per_class": [0.04, 0.05],
                              "mean_set_size": 1.2, "full_fraction": 0.05, "empty_fraction": 0.0,
-                             "trivial_fraction": 0.01, "coverage_at_0.9": 0.9012, "mean_set_size_at_0.9": 1.1,
-                             "full_fraction_at_0.9": 0.04, "levels": [0.5, 0.9], "marginal_coverage": [0.5, 0.9],
+                             "trivial_fraction": 0.01, "levels": [0.5, 0.9], "marginal_coverage": [0.5, 0.9012],
+                             "mean_set_size_per_level": [1.0, 1.1], "full_fraction_per_level": [0.0, 0.04],
                              "min_test_labels": 5, "num_test_images": 8,
                              "calibration": {"n_cal": 25, "num_groups": 4}}
     (folder / "evaluation.json").write_text(json.dumps(data))

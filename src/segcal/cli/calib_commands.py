@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from segcal.cli.commands import metrics_table
+from segcal.cli.commands import metrics_table, number
 from segcal.methods import METHODS as METHOD_NAMES
 
 out = Console()
@@ -77,40 +77,40 @@ def build_source(args: argparse.Namespace, split: str, predictions: str | None =
     return model_source(args.checkpoint, split, _overrides(args), args.device), load_bundle(args.checkpoint)
 
 
-def calibration_table(result: dict) -> Table:
-    from segcal.metrics.calibration_results import SUMMARY_COLUMNS, lookup
-
-    """Rows: the ECE family, Brier, NLL, region and per-class ECE; columns: uncalibrated / recalibrated."""
-    calib = result["calibration"]
-    first = next(iter(calib.values()))
-    table = Table(title=f"Calibration ({first['binning']})")
+def calibration_table(result) -> Table:
+    """Rows: the headline calibration numbers and per-class ECE of an
+    :class:`~segcal.pipeline.results.EvaluationResult`; columns: uncalibrated / recalibrated."""
+    calib = result.calibration
+    table = Table(title=f"Calibration ({next(iter(calib.values())).binning})")
     table.add_column("metric")
     for label in calib:
         table.add_column(label, justify="right")
-    rows = [(title, [lookup(r, path) for r in calib.values()]) for title, path in SUMMARY_COLUMNS]
-    rows += [(f"ECE {name}", [lookup(r, ("classwise_ece", c)) for r in calib.values()])
-             for c, name in enumerate(result["source"]["classes"])]
+    rows = [(title, [getattr(r, name) for r in calib.values()]) for title, name in next(iter(calib.values())).COLUMNS]
+    rows += [(f"ECE {name}", [r.classwise_ece[c] if c < len(r.classwise_ece) else None for r in calib.values()])
+             for c, name in enumerate(result.classes)]
     for title, values in rows:
-        table.add_row(title, *("–" if v is None else f"{v:.4f}" for v in values))
+        table.add_row(title, *(number(v) for v in values))
     return table
 
 
-COVERAGE_ROWS = (("n_cal", "calibration images", 0), ("num_groups", "groups", 0), ("mean_ce", "mean CE", 4),
-                 ("coverage_at_0.9", "coverage at 0.9", 4), ("mean_set_size_at_0.9", "set size at 0.9", 3),
-                 ("full_fraction_at_0.9", "full sets at 0.9", 3), ("empty_fraction", "empty sets", 3),
-                 ("trivial_fraction", "trivial q̂ = 1", 3))
-
-
-def coverage_table(results: list[dict]) -> Table:
-    """Rows: CE next to informativeness (set size, full/empty sets); one column per conformal result."""
-    table = Table(title="Conformal coverage (CE, sizes and fractions averaged over the level grid)")
+def coverage_table(results: list, level: float = 0.9) -> Table:
+    """Rows: CE next to informativeness (set size, full/empty sets) of
+    :class:`~segcal.pipeline.results.CoverageSummary` results; one column per result."""
+    table = Table(title=f"Conformal coverage (CE and empty sets averaged over the level grid; the rest at "
+                        f"1 − α = {level})")
     table.add_column("")
     for r in results:
-        table.add_column(r["method"], justify="right")
-    for key, title, digits in COVERAGE_ROWS:
-        values = [r["calibration"].get(key, r.get(key)) if key in ("n_cal", "num_groups") else r.get(key)
-                  for r in results]
-        table.add_row(title, *("–" if v is None else f"{v:.{digits}f}" if digits else str(v) for v in values))
+        table.add_column(r.method, justify="right")
+    at = [r.at(level) for r in results]
+    rows = [("calibration images", [r.n_cal for r in results], 0), ("groups", [r.num_groups for r in results], 0),
+            ("mean CE", [r.mean_ce for r in results], 4),
+            (f"coverage at {level}", [a and a.coverage for a in at], 4),
+            (f"set size at {level}", [a and a.mean_set_size for a in at], 3),
+            (f"full sets at {level}", [a and a.full_fraction for a in at], 3),
+            ("empty sets", [r.empty_fraction for r in results], 3),
+            ("trivial q̂ = 1", [r.trivial_fraction for r in results], 3)]
+    for title, values, digits in rows:
+        table.add_row(title, *(str(v) if digits == 0 and v is not None else number(v, digits) for v in values))
     return table
 
 
@@ -132,12 +132,12 @@ def evaluate(args: argparse.Namespace) -> int:
                           boundary_width=args.boundary_width, alphas=alphas, set_alpha=args.alpha,
                           segmentation_only=args.segmentation_only, progress=not args.no_progress)
     r = ev.result
-    if r["segmentation"]:
-        out.print(metrics_table(r["segmentation"], f"Segmentation ({r['source']['num_images']} images)"))
-    if r["calibration"]:
+    if r.segmentation:
+        out.print(metrics_table(r.segmentation, f"Segmentation ({r.segmentation.num_images} images)"))
+    if r.calibration:
         out.print(calibration_table(r))
-    if r["conformal"]:
-        out.print(coverage_table([r["conformal"]]))
+    if r.conformal:
+        out.print(coverage_table([r.conformal]))
     out.print(f"results: {folder / 'evaluation.json'}  figures: {folder / 'figures'}", highlight=False)
     return 0
 
@@ -265,8 +265,11 @@ def _n_cals(text: str | None, pool: int) -> list[int]:
         raise ValueError(f"--n-cals expects comma-separated integers, got {text!r}") from None
 
 
-SWEEP_COLUMNS = (("mean_ce", "mean CE ± std", 4), ("coverage_at_0.9", "coverage at 0.9", 3),
-                 ("mean_set_size_at_0.9", "set size at 0.9", 3), ("full_fraction_at_0.9", "full sets at 0.9", 3))
+def _sweep_columns() -> tuple[tuple[str, str, int], ...]:
+    from segcal.conformal.sweep import AT_90
+
+    return (("mean_ce", "mean CE ± std", 4), (AT_90[0], "coverage at 0.9", 3), (AT_90[1], "set size at 0.9", 3),
+            (AT_90[2], "full sets at 0.9", 3))
 
 
 def sweep_table(result: dict) -> Table:
@@ -274,13 +277,13 @@ def sweep_table(result: dict) -> Table:
     table = Table(title=f"Low-data sweep, mean over {result['repeats']} random calibration subsets")
     table.add_column("n_cal", justify="right")
     table.add_column("method")
-    for _, title, _ in SWEEP_COLUMNS:
+    for _, title, _ in _sweep_columns():
         table.add_column(title, justify="right")
     rows = {(r["method"], r["n_cal"]): r for r in result["summary"]}
     for n in result["n_cals"]:
         for m in result["methods"]:
             r, cells = rows[(m, n)], []
-            for key, _, digits in SWEEP_COLUMNS:
+            for key, _, digits in _sweep_columns():
                 mean, std = r.get(f"{key}_mean"), r.get(f"{key}_std")
                 cell = "–" if mean is None else f"{mean:.{digits}f}"
                 cells.append(cell + (f" ± {std:.{digits}f}" if key == "mean_ce" and mean is not None else ""))

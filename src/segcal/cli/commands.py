@@ -12,16 +12,21 @@ from segcal.configio import to_dict
 out = Console()
 
 
-def metrics_table(result: dict, title: str) -> Table:
-    """Rich table of per-class segmentation metrics (rows: classes, columns: metrics)."""
+def number(value: float | None, digits: int = 4) -> str:
+    """A table cell: the value rounded, or an en dash when undefined."""
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def metrics_table(quality, title: str) -> Table:
+    """Rich table of a :class:`~segcal.pipeline.results.SegmentationQuality` (rows: classes, columns: metrics)."""
     table = Table(title=title)
     table.add_column("class")
-    names = list(result["per_class"])
+    names = list(quality.per_class)
     for name in names:
         table.add_column(name, justify="right")
-    for i, cname in enumerate(result["classes"]):
-        table.add_row(cname, *(f"{result['per_class'][m][i]:.4f}" for m in names))
-    table.add_row("[bold]foreground mean[/]", *(f"{result['mean_foreground'][m]:.4f}" for m in names))
+    for i, cname in enumerate(quality.classes):
+        table.add_row(cname, *(number(quality.per_class[m][i]) for m in names))
+    table.add_row("[bold]foreground mean[/]", *(number(quality.mean(m)) for m in names))
     return table
 
 
@@ -41,13 +46,15 @@ def demo(args: argparse.Namespace) -> int:
 def train(args: argparse.Namespace) -> int:
     from segcal.pipeline.config import load_experiment
     from segcal.pipeline.configs import resolve_config
+    from segcal.pipeline.results import SegmentationQuality
     from segcal.pipeline.train import train as run_train
 
     overrides = list(args.overrides) + ([f"train.resume={args.resume}"] if args.resume else [])
     overrides += ["train.progress=false"] if args.no_progress else []
     cfg = load_experiment(resolve_config(args.config), overrides)
     result = run_train(cfg, args.run_dir)
-    out.print(metrics_table(result.val_metrics, f"Validation ({result.best_checkpoint.name})"))
+    quality = SegmentationQuality.from_dict(result.val_metrics)
+    out.print(metrics_table(quality, f"Validation ({result.best_checkpoint.name})"))
     out.print(f"run directory: {result.run_dir}  ({result.seconds:.0f} s)", highlight=False)
     return 0
 

@@ -34,6 +34,12 @@ from segcal.outputs import Head, Kind
 from segcal.stats.score_histogram import all_reduce_
 
 MIN_TEST_LABELS = 10
+SUMMARY_LEVEL = 0.9
+
+
+def level_key(name: str, level: float = SUMMARY_LEVEL) -> str:
+    """The column of ``name`` at one coverage level in flat records (sweep rows): ``coverage_at_0.9``."""
+    return f"{name}_at_{level:g}"
 
 
 def _floats(t: torch.Tensor) -> Any:
@@ -103,9 +109,9 @@ class CoverageResult:
                "trivial_fraction": float(self.trivial_fraction.mean())}
         if at90:
             i = at90[0]
-            out.update({"coverage_at_0.9": float(self.marginal_coverage[i]),
-                        "mean_set_size_at_0.9": float(self.mean_set_size[i]),
-                        "full_fraction_at_0.9": float(self.full_fraction[i])})
+            out.update({level_key("coverage"): float(self.marginal_coverage[i]),
+                        level_key("mean_set_size"): float(self.mean_set_size[i]),
+                        level_key("full_fraction"): float(self.full_fraction[i])})
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,13 +17,13 @@ import torch
 from segcal.batch import unpack_item
 from segcal.conformal.accumulate import ScoreBank
 from segcal.conformal.calibrator import ConformalCalibrator
-from segcal.conformal.evaluation import MIN_TEST_LABELS, CoverageAccumulator
+from segcal.conformal.evaluation import MIN_TEST_LABELS, CoverageAccumulator, level_key
 from segcal.conformal.scores import class_scores
 from segcal.methods import DEFAULT_N_CALS
 from segcal.outputs import Head, Kind
 
 SWEEP_METRICS = ("mean_ce", "mean_set_size", "full_fraction", "empty_fraction", "trivial_fraction")
-AT_90 = ("coverage_at_0.9", "mean_set_size_at_0.9", "full_fraction_at_0.9")  # when 0.9 is on the level grid
+AT_90 = tuple(level_key(m) for m in ("coverage", "mean_set_size", "full_fraction"))  # when 0.9 is on the grid
 
 
 def cache_test_scores(stream: Iterable[tuple[torch.Tensor, torch.Tensor]], kind: Kind = "logits",

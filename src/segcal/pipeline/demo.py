@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from segcal.calibrated import save_bundle
@@ -23,6 +23,7 @@ from segcal.pipeline.config import ExperimentConfig, experiment_from_dict
 from segcal.pipeline.configs import resolve_config
 from segcal.pipeline.evaluate import evaluate
 from segcal.pipeline.inference import load_model
+from segcal.pipeline.results import REPORT_LEVEL, EvaluationResult, SegmentationQuality
 from segcal.pipeline.sources import CachedSource, ModelSource, datamodule_for
 from segcal.pipeline.sweep import run_sweep
 from segcal.pipeline.train import TrainResult, new_run_dir, train
@@ -44,12 +45,12 @@ QUICK_SELECTIVE = {"epochs": 5}
 class DemoResult:
     run_dir: Path
     train: TrainResult
-    evaluations: dict[str, dict]
+    evaluations: dict[str, EvaluationResult]
     sweep: dict
     report: Path
     summary: list[str]
     seconds: float
-    test_metrics: dict = field(default_factory=dict)
+    test_metrics: SegmentationQuality | None = None
 
 
 def demo_config(out: str = "runs", quick: bool = False, data: str | None = None,
@@ -85,7 +86,7 @@ def run_demo(out: str = "runs", quick: bool = False, data: str | None = None, ov
     test = CachedSource(ModelSource(model, dm, "test", str(ckpt)), progress, "predict test split")
     cal = CachedSource(ModelSource(model, dm, "cal", str(ckpt)), progress, "predict cal split")
 
-    def run_eval(name: str, bundle=None) -> dict:
+    def run_eval(name: str, bundle=None) -> EvaluationResult:
         return evaluate(test, bundle, run_dir / "eval" / name, name=name, uncalibrated=bundle is None,
                         baseline=None if bundle is None else "last-test", progress=progress).result
 
@@ -112,36 +113,39 @@ def run_demo(out: str = "runs", quick: bool = False, data: str | None = None, ov
     say("6/6 writing the HTML report")
     report = build_report(run_dir)
     return DemoResult(run_dir, trained, evaluations, sweep, report, summary, time.time() - start,
-                      evaluations["last-test"]["segmentation"])
+                      evaluations["last-test"].segmentation)
 
 
-def summary_lines(cfg: ExperimentConfig, trained: TrainResult, evaluations: dict[str, dict],
+def summary_lines(cfg: ExperimentConfig, trained: TrainResult, evaluations: dict[str, EvaluationResult],
                   run_dir: Path) -> list[str]:
     """The five-line summary: model, Dice, ECE before/after, NLL before/after, CE per conformal method."""
     base = evaluations["last-test"]
-    fg = base["segmentation"]["mean_foreground"]
-    ece = {"uncalibrated": base["calibration"]["uncalibrated"]}
-    ece.update({m: evaluations[f"last.{m}-test"]["calibration"][m] for m in RECALIBRATION})
-    conf = {m: evaluations[f"last.{m}-test"]["conformal"] for m in CONFORMAL}
-    ce = ", ".join(f"{m} {_fmt(c['mean_ce'])} (set size {c['mean_set_size_at_0.9']:.2f})" for m, c in conf.items())
+    quality = base.segmentation
+    ece = {"uncalibrated": base.calibration["uncalibrated"]}
+    ece.update({m: evaluations[f"last.{m}-test"].calibration[m] for m in RECALIBRATION})
+    conf = {m: evaluations[f"last.{m}-test"].conformal for m in CONFORMAL}
+    ce = ", ".join(f"{m} {_fmt(c.mean_ce)} (set size {_fmt(c.at(REPORT_LEVEL).mean_set_size, 2)})"
+                   for m, c in conf.items())
+    val_dice = SegmentationQuality.from_dict(trained.val_metrics).mean("dice")
     return [
         f"model: {trained.last_checkpoint.name} after {cfg.train.epochs} epochs "
-        f"(best val Dice {trained.val_metrics['mean_foreground']['dice']:.3f}), run {run_dir.name}",
-        f"test Dice {fg['dice']:.3f}, IoU {fg['iou']:.3f} (foreground mean over {len(base['source']['classes']) - 1}"
-        " classes)",
-        "ECE " + " → ".join(f"{k}{_fitted(evaluations, k)} {_fmt(v['ece'])}" for k, v in ece.items()),
-        "NLL " + " → ".join(f"{k} {_fmt(v['nll'])}" for k, v in ece.items()),
-        f"conformal CE at n_cal = {next(iter(conf.values()))['calibration']['n_cal']} (set size at 1 − α = 0.9): {ce}",
+        f"(best val Dice {_fmt(val_dice, 3)}), run {run_dir.name}",
+        f"test Dice {_fmt(quality.mean('dice'), 3)}, IoU {_fmt(quality.mean('iou'), 3)} (foreground mean over "
+        f"{len(base.classes) - 1} classes)",
+        "ECE " + " → ".join(f"{k}{_fitted(evaluations, k)} {_fmt(v.ece)}" for k, v in ece.items()),
+        "NLL " + " → ".join(f"{k} {_fmt(v.nll)}" for k, v in ece.items()),
+        f"conformal CE at n_cal = {next(iter(conf.values())).n_cal} (set size at 1 − α = {REPORT_LEVEL}): {ce}",
     ]
 
 
-def _fitted(evaluations: dict[str, dict], method: str) -> str:
+def _fitted(evaluations: dict[str, EvaluationResult], method: str) -> str:
     """`` (T = 1.51)`` / `` (T2 = 2.05)``: the fitted temperature, so "no change" is explained."""
-    info = (evaluations.get(f"last.{method}-test", {}).get("recalibration") or {}).get("info", {})
+    result = evaluations.get(f"last.{method}-test")
+    info = result.recalibration.info if result is not None and result.recalibration is not None else {}
     if "temperature" in info and len(info["temperature"]) == 1:
         return f" (T = {info['temperature'][0]:.3g})"
     return f" (T2 = {info['t2']:.3g})" if "t2" in info else ""
 
 
-def _fmt(x: float | None) -> str:
-    return "–" if x is None else f"{x:.4f}"
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from segcal.batch import Batch
 from segcal.calibrated import CalibrationBundle
@@ -27,7 +26,6 @@ from segcal.conformal.evaluation import (
 )
 from segcal.conformal.quantile import COVERAGE_LEVELS, levels_from_alpha
 from segcal.errors import no_labels
-from segcal.io.jsonio import write_json
 from segcal.metrics.calibration import CalibrationMetrics
 from segcal.metrics.calibration_results import CalibrationResults
 from segcal.metrics.segmentation import SegmentationMetrics
@@ -35,6 +33,14 @@ from segcal.outputs import hard_labels
 from segcal.pipeline.evaluate_figures import SetExamples, write_figures
 from segcal.pipeline.evaluate_seg import quality_dict
 from segcal.pipeline.progress import track
+from segcal.pipeline.results import (
+    CalibrationSummary,
+    CoverageSummary,
+    EvaluationResult,
+    FigureEntry,
+    Recalibration,
+    SegmentationQuality,
+)
 from segcal.pipeline.sources import Stream, describe, source_name
 
 SET_ALPHA = 0.1
@@ -42,11 +48,11 @@ NUM_SET_EXAMPLES = 4
 
 
 @dataclass
-class Evaluation:
-    """What ``evaluate`` measured: the JSON dict plus the result objects behind the figures."""
+class EvaluationRun:
+    """What ``evaluate`` returns: the typed results (as written to ``evaluation.json``) and the tensors
+    behind the figures (calibration results with maps, coverage with maps)."""
 
-    out_dir: Path | None
-    result: dict[str, Any]
+    result: EvaluationResult
     calibration: dict[str, CalibrationResults]
     coverage: CoverageResult | None
 
@@ -62,7 +68,7 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
              alphas: list[float] | None = None, set_alpha: float = SET_ALPHA,
              num_set_examples: int = NUM_SET_EXAMPLES, min_test_labels: int = MIN_TEST_LABELS,
              segmentation_only: bool = False, uncalibrated: bool = True, baseline: str | None = None,
-             progress: bool = True) -> Evaluation:
+             progress: bool = True) -> EvaluationRun:
     """Evaluate ``source`` (see :mod:`segcal.pipeline.sources`) with ``bundle`` applied.
 
     Writes ``evaluation.json`` and figures into ``out_dir`` when given (figures only then).
@@ -112,23 +118,23 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
         results[label] = metric.compute()
         results[label].label = label
     cov = None if coverage is None else coverage.compute()
-    out = {"name": name, "baseline": baseline, "source": describe(source),
-           "segmentation": None if seg is None else quality_dict(seg, source.class_names),
-           "calibration": {label: r.to_dict() for label, r in results.items()},
-           "recalibration": None if recal is None else {"method": recal.method, "info": recal.info_},
-           "conformal": None if cov is None else cov.to_dict(), "set_alpha": set_alpha if cov else None,
-           "figures": []}
+    quality = None
     if seg is not None:
-        out["segmentation"]["num_images"] = out["source"]["num_images"]
-    path = None
+        quality = SegmentationQuality.from_dict({**quality_dict(seg, source.class_names), "num_images": len(source)})
+    result = EvaluationResult(
+        name=name, source=describe(source), segmentation=quality, baseline=baseline,
+        calibration={label: CalibrationSummary.of(r) for label, r in results.items()},
+        recalibration=None if recal is None else Recalibration(recal.method, dict(recal.info_)),
+        conformal=None if cov is None else CoverageSummary.from_dict(cov.to_dict()),
+        set_alpha=set_alpha if cov else None)
     if out_dir is not None:
-        path = Path(out_dir)
-        out["figures"] = write_figures(path / "figures", list(results.values()), cov, conformal,
-                                       source.class_names, examples)
-        out["seconds"] = time.time() - start
-        write_json(path / "evaluation.json", out)
-    out["seconds"] = time.time() - start
-    return Evaluation(path, out, results, cov)
+        folder = Path(out_dir)
+        result.figures = [FigureEntry(**f) for f in write_figures(folder / "figures", list(results.values()), cov,
+                                                                  conformal, source.class_names, examples)]
+        result.seconds = time.time() - start
+        result.write(folder)
+    result.seconds = time.time() - start
+    return EvaluationRun(result, results, cov)
 
 
 def _check_alpha_on_grid(alpha: float, alphas: list[float] | None) -> None:

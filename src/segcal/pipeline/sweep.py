@@ -96,7 +96,7 @@ def run_sweep(cal_source, test_source, out_dir: str | Path | None = None, *,
 def _figures(records: list[dict[str, Any]], out: Path) -> list[dict[str, str]]:
     path = out / "figures" / "sweep.png"
     at_90 = all(k in records[0] for k in AT_90)
-    metrics = ("mean_ce", "mean_set_size_at_0.9", "full_fraction_at_0.9") if at_90 else ("mean_ce", "mean_set_size")
+    metrics = ("mean_ce", *AT_90[1:]) if at_90 else ("mean_ce", "mean_set_size")
     plot_sweep(records, metrics, path=path)
     plt.close("all")
     size = "set size and full sets at 1 − α = 0.9" if at_90 else "set size"

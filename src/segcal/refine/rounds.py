@@ -18,6 +18,7 @@ from segcal.io.atomic import atomic_write_text
 from segcal.metrics.segmentation import SegmentationMetrics, quality_summary
 from segcal.models.lightning import SegModel
 from segcal.pipeline.inference import experiment_of, load_model
+from segcal.pipeline.results import SegmentationQuality
 from segcal.refine.predict import predict_original
 from segcal.refine.project import Project, open_for_model
 
@@ -91,7 +92,8 @@ def record_round(checkpoint: str | Path, project: str | Path, round_name: str, e
     model = load_model(checkpoint, device)
     source = open_for_model(model, eval_dir, what="eval data")
     result = evaluate_original(model, source, batch_size, progress)
-    row = {"round": round_name, **{m: result["mean_foreground"][m] for m in METRICS},
+    quality = SegmentationQuality.from_dict(result)
+    row = {"round": round_name, **{m: quality.mean(m) for m in METRICS},
            "num_images": result["num_images"], "train_data": train_data or experiment_of(model).data.root,
            "eval_data": str(eval_dir), "checkpoint": str(Path(checkpoint).resolve()),
            "created": time.strftime("%Y-%m-%d %H:%M:%S")}

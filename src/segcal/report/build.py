@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from segcal.io.atomic import atomic_write_text
-from segcal.metrics.calibration_results import SUMMARY_COLUMNS
+from segcal.pipeline.results import REPORT_LEVEL, CalibrationSummary, SegmentationQuality
 from segcal.report.html import (
     Html,
     bullets,
@@ -40,7 +40,7 @@ from segcal.report.html import (
     table,
 )
 from segcal.report.inputs import (
-    Evaluation,
+    EvaluationFolder,
     RunInputs,
     dig,
     figures_from,
@@ -58,8 +58,6 @@ SECTION_TITLES = {"summary": "Summary", "configuration": "Configuration", "train
 METRIC_ORDER = ("dice", "iou", "recall", "precision", "accuracy")
 METRIC_NAMES = {"dice": "Dice", "iou": "IoU", "recall": "Recall", "precision": "Precision", "accuracy": "Accuracy"}
 CONFIG_KEYS = ("name", "seed", "data.kind", "data.image_size", "model.arch", "train.epochs")
-CONFORMAL_COLUMNS = ("coverage_at_0.9", "mean_set_size_at_0.9", "full_fraction_at_0.9", "empty_fraction",
-                     "trivial_fraction", "num_test_images")
 CONFORMAL_FIGURES = ("group_map", "ce_map", "coverage_vs_nominal", "set_size_map")
 FIGURE_GROUPS = ("calibration", "conformal", "prediction_sets")
 CMD_TRAIN = "segcal train CONFIG"
@@ -69,19 +67,20 @@ CMD_CONFORMAL = "segcal calibrate CHECKPOINT --method kandinsky-kmeans"
 CMD_SWEEP = "segcal sweep CHECKPOINT"
 
 
-def metrics_table(seg: dict) -> Html:
+def metrics_table(seg: SegmentationQuality) -> Html:
     """Classes × metrics (Dice, IoU, recall, precision, accuracy) plus the foreground mean row."""
-    per_class = seg.get("per_class") if isinstance(seg.get("per_class"), dict) else {}
+    per_class = seg.per_class
     metrics = [m for m in METRIC_ORDER if m in per_class] + [m for m in per_class if m not in METRIC_ORDER]
-    classes = [str(c) for c in seg.get("classes") or []]
+    classes = [str(c) for c in seg.classes]
     n = max([len(classes)] + [len(v) for v in per_class.values() if isinstance(v, list)])
     rows = [[classes[i] if i < len(classes) else f"class {i}"] + [dig(per_class, m, i) for m in metrics]
             for i in range(n)]
     total = 0
-    if isinstance(seg.get("mean_foreground"), dict):
-        rows.append(["foreground mean"] + [dig(seg, "mean_foreground", m) for m in metrics])
+    if seg.mean_foreground:
+        rows.append(["foreground mean"] + [seg.mean(m) for m in metrics])
         total = 1
-    extra = [f"{k.replace('_', ' ')} {fmt(seg[k])}" for k in ("overall_accuracy", "num_images") if k in seg]
+    extra = [f"{k.replace('_', ' ')} {fmt(getattr(seg, k))}" for k in ("overall_accuracy", "num_images")
+             if getattr(seg, k) is not None]
     return join([table(["class", *[METRIC_NAMES.get(m, m) for m in metrics]], rows, total_rows=total),
                  para(" · ".join(extra)) if extra else ""])
 
@@ -94,17 +93,17 @@ def summary_section(run: RunInputs) -> Html:
     else:
         parts.append(para("Headline numbers of the evaluations in this run:"))
     heads: list[tuple[str, Any]] = []
-    seg = next((e.get("segmentation") for e in run.evaluations if e.get("segmentation")), None) or run.val_metrics
-    if dig(seg, "mean_foreground", "dice") is not None:
-        heads.append(("Dice (foreground mean)", dig(seg, "mean_foreground", "dice")))
+    seg = next((e.result.segmentation for e in run.evaluations if e.result.segmentation), None) or run.val_metrics
+    if seg is not None and seg.mean("dice") is not None:
+        heads.append(("Dice (foreground mean)", seg.mean("dice")))
     eces: dict[str, Any] = {}
     for e in run.evaluations:
-        for label, res in e.part("calibration").items():
-            if dig(res, "ece") is not None:
-                eces.setdefault(f"ECE {label}", res["ece"])
+        for label, res in e.result.calibration.items():
+            if res.ece is not None:
+                eces.setdefault(f"ECE {label}", res.ece)
     heads += eces.items()
     for e in run.conformal:
-        heads.append((f"CE {e.get('conformal', 'method') or ''} ({e.name})", e.get("conformal", "mean_ce")))
+        heads.append((f"CE {e.result.conformal.method} ({e.name})", e.result.conformal.mean_ce))
     if isinstance(dig(run.summary, "seconds"), (int, float)):
         heads.append(("run time (s)", f"{run.summary['seconds']:.0f}"))
     parts.append(cards(heads))
@@ -136,47 +135,47 @@ def training_section(run: RunInputs) -> Html:
     return join(parts)
 
 
-def source_line(e: Evaluation) -> Html:
-    src = e.get("source") or {}
+def source_line(e: EvaluationFolder) -> Html:
+    src = e.result.source
     bits = [f"{k}: {src[k]}" for k in ("checkpoint", "predictions", "split", "num_images", "head")
             if src.get(k) is not None]
     return para(" · ".join(bits)) if bits else Html("")
 
 
 def segmentation_section(run: RunInputs) -> Html:
-    evals = [e for e in run.evaluations if isinstance(e.get("segmentation"), dict)]
+    evals = [e for e in run.evaluations if e.result.segmentation is not None]
     if not evals:
         return note("no evaluation found", CMD_EVALUATE)
     parts = []
     for e in evals:
-        other = [f for f in (e.get("figures") or []) if isinstance(f, dict) and f.get("group") not in FIGURE_GROUPS]
-        groups = list(dict.fromkeys(f.get("group") for f in other))
+        other = [f for f in e.result.figures if f.group not in FIGURE_GROUPS]
+        groups = list(dict.fromkeys(f.group for f in other))
         figs = [fig for g in groups for fig in figures_from(other, g, e.folder, run.run_dir)]
-        parts += [h3(e.name), source_line(e), metrics_table(e.get("segmentation")), figure_grid(figs)]
+        parts += [h3(e.name), source_line(e), metrics_table(e.result.segmentation), figure_grid(figs)]
     return join(parts)
 
 
-def calibration_table(evals: list[Evaluation], labels: tuple[str, ...] | None = None) -> Html:
+def calibration_table(evals: list[EvaluationFolder], labels: tuple[str, ...] | None = None) -> Html:
     """One row per (evaluation, label): ECE, adaptive ECE, ..., NLL, then per-class ECE by class name."""
-    entries = [(e, label, res) for e in evals for label, res in e.part("calibration").items()
+    entries = [(e, label, res) for e in evals for label, res in e.result.calibration.items()
                if labels is None or label in labels]
-    rows = [[e.name, label] + [dig(res, *path) for _, path in SUMMARY_COLUMNS] for e, label, res in entries]
-    by_class = [per_class(e, dig(res, "classwise_ece")) for e, _, res in entries]
+    rows = [[e.name, label, *res.row()] for e, label, res in entries]
+    by_class = [per_class(e, res.classwise_ece) for e, _, res in entries]
     classes, rows = with_class_columns(rows, by_class)
-    headers = ["evaluation", "probabilities", *[h for h, _ in SUMMARY_COLUMNS], *[f"ECE {c}" for c in classes]]
+    headers = ["evaluation", "probabilities", *[h for h, _ in CalibrationSummary.COLUMNS],
+               *[f"ECE {c}" for c in classes]]
     return table(headers, rows, label_cols=2)
 
 
 def calibration_section(run: RunInputs) -> Html:
-    evals = [e for e in run.evaluations if e.part("calibration")]
+    evals = [e for e in run.evaluations if e.result.calibration]
     if not evals:
         return note("no calibration measured", CMD_EVALUATE)
-    binnings = list(dict.fromkeys(str(r["binning"]) for e in evals for r in e.part("calibration").values()
-                                  if isinstance(r, dict) and r.get("binning")))
+    binnings = list(dict.fromkeys(r.binning for e in evals for r in e.result.calibration.values() if r.binning))
     parts = [calibration_table(evals)]
     if binnings:
         parts.append(para("Binning: " + "; ".join(binnings)))
-    plain = [e for e in evals if not e.get("recalibration")]
+    plain = [e for e in evals if e.result.recalibration is None]
     for e in plain or evals:
         figs = [f for f in e.figures("calibration", run.run_dir) if plain or f.key != "reliability"]
         if figs:
@@ -185,17 +184,15 @@ def calibration_section(run: RunInputs) -> Html:
 
 
 def recalibration_section(run: RunInputs) -> Html:
-    evals = [e for e in run.evaluations if isinstance(e.get("recalibration"), dict)]
+    evals = [e for e in run.evaluations if e.result.recalibration is not None]
     if not evals:
         return note("no recalibrated evaluation found", f"{CMD_RECALIBRATE}, then {CMD_EVALUATE}")
     parts = []
     for e in evals:
-        method = str(e.get("recalibration", "method") or "recalibration")
-        info = e.get("recalibration", "info") or {}
-        pair = ("uncalibrated", method) if method in e.part("calibration") else None
-        baseline = [b for b in run.evaluations if b.name == e.get("baseline")]  # where "uncalibrated" was measured
-        parts += [h3(f"{e.name}: {method}"),
-                  info_block(info) if isinstance(info, dict) else "",
+        method = e.result.recalibration.method
+        pair = ("uncalibrated", method) if method in e.result.calibration else None
+        baseline = [b for b in run.evaluations if b.name == e.result.baseline]  # where "uncalibrated" was measured
+        parts += [h3(f"{e.name}: {method}"), info_block(e.result.recalibration.info),
                   calibration_table([*baseline, e], pair)]
         rel = [f for f in e.figures("calibration", run.run_dir) if f.key == "reliability"]
         parts.append(figure_grid(rel, wide=True) if rel
@@ -209,18 +206,21 @@ def conformal_section(run: RunInputs) -> Html:
         return note("no conformal evaluation found", f"{CMD_CONFORMAL}, then {CMD_EVALUATE}")
     rows, by_class = [], []
     for e in evals:
-        c = e.part("conformal")
-        rows.append([e.name, str(c.get("method", "")), dig(c, "calibration", "n_cal"),
-                     dig(c, "calibration", "num_groups"), c.get("mean_ce")])
-        by_class.append(per_class(e, c.get("mean_ce_per_class")))
+        c = e.result.conformal
+        rows.append([e.name, c.method, c.n_cal, c.num_groups, c.mean_ce])
+        by_class.append(per_class(e, c.mean_ce_per_class))
     classes, rows = with_class_columns(rows, by_class)
     for row, e in zip(rows, evals):
-        row += [e.part("conformal").get(k) for k in CONFORMAL_COLUMNS]
+        c = e.result.conformal
+        at = c.at(REPORT_LEVEL)
+        row += [at and at.coverage, at and at.mean_set_size, at and at.full_fraction, c.empty_fraction,
+                c.trivial_fraction, c.num_test_images]
+    level = f"@{REPORT_LEVEL}"
     headers = ["evaluation", "method", "n_cal", "groups", "mean CE", *[f"CE {c}" for c in classes],
-               "coverage @0.9", "mean set size @0.9", "full sets @0.9", "empty sets", "trivial thresholds",
-               "test images"]
-    mins = sorted({str(e.get("conformal", "min_test_labels")) for e in evals
-                   if e.get("conformal", "min_test_labels") is not None})
+               f"coverage {level}", f"mean set size {level}", f"full sets {level}", "empty sets",
+               "trivial thresholds", "test images"]
+    mins = sorted({str(e.result.conformal.min_test_labels) for e in evals
+                   if e.result.conformal.min_test_labels is not None})
     parts = [table(headers, rows, label_cols=2),
              para("CE: coverage error, mean over the 1\u2212\u03b1 grid of |coverage \u2212 (1\u2212\u03b1)| per pixel"
                   + (f", averaged over pixels with at least {'/'.join(mins)} test labels" if mins else "")
@@ -229,7 +229,7 @@ def conformal_section(run: RunInputs) -> Html:
     order = {k: i for i, k in enumerate(CONFORMAL_FIGURES)}
     for e in evals:
         figs = sorted(e.figures("conformal", run.run_dir), key=lambda f: order.get(f.key, len(order)))
-        parts += [h3(f"{e.name}: {e.get('conformal', 'method') or 'conformal'}"),
+        parts += [h3(f"{e.name}: {e.result.conformal.method or 'conformal'}"),
                   figure_grid(figs) if figs else note(f"no conformal figures listed in {e.name}", CMD_EVALUATE)]
     return join(parts)
 
@@ -264,8 +264,9 @@ def prediction_sets_section(run: RunInputs) -> Html:
     for e in run.evaluations:
         figs = e.figures("prediction_sets", run.run_dir)
         if figs:
-            parts += [h3(f"{e.name}: {e.get('conformal', 'method') or 'conformal'}"), figure_grid(figs)]
-        elif isinstance(e.get("conformal"), dict):
+            method = e.result.conformal.method if e.result.conformal else "conformal"
+            parts += [h3(f"{e.name}: {method}"), figure_grid(figs)]
+        elif e.result.conformal is not None:
             parts.append(note(f"no prediction-set overlays listed in {e.name}", CMD_EVALUATE))
     return join(parts) if parts else note("no prediction sets found", f"{CMD_CONFORMAL}, then {CMD_EVALUATE}")
 

@@ -12,6 +12,7 @@ import yaml
 
 from segcal.io.jsonio import read_json
 from segcal.metrics.calibration_results import lookup
+from segcal.pipeline.results import EvaluationResult, FigureEntry, SegmentationQuality
 from segcal.report.html import Fig
 
 T = TypeVar("T")
@@ -23,33 +24,23 @@ def dig(d: Any, *keys: Any) -> Any:
 
 
 @dataclass
-class Evaluation:
-    """One ``eval/<name>/evaluation.json`` and its folder (figure paths are relative to it)."""
-    name: str
+class EvaluationFolder:
+    """One ``eval/<name>/`` folder: its typed results (figure paths are relative to the folder)."""
     folder: Path
-    data: dict
-
-    def get(self, *keys: Any) -> Any:
-        return dig(self.data, *keys)
-
-    def part(self, key: str) -> dict:
-        """``data[key]`` if it is a mapping, else ``{}`` (absent or ``null`` parts)."""
-        value = self.data.get(key)
-        return value if isinstance(value, dict) else {}
+    result: EvaluationResult
 
     @property
-    def classes(self) -> list[str]:
-        return [str(c) for c in (self.get("source", "classes") or self.get("segmentation", "classes") or [])]
+    def name(self) -> str:
+        return self.result.name
 
     def class_names(self, n: int) -> list[str]:
         """The first ``n`` class names, ``class i`` where the evaluation names fewer."""
-        names = self.classes[:n]
+        names = self.result.classes[:n]
         return names + [f"class {i}" for i in range(len(names), n)]
 
-    def listed(self, group: str) -> list[dict]:
-        """The figure entries of ``group`` as listed in evaluation.json."""
-        entries = self.get("figures") if isinstance(self.get("figures"), list) else []
-        return [f for f in entries if isinstance(f, dict) and f.get("group") == group]
+    def listed(self, group: str) -> list[FigureEntry]:
+        """The figure entries of ``group``."""
+        return [f for f in self.result.figures if f.group == group]
 
     def figures(self, group: str, run_dir: Path) -> list[Fig]:
         return figures_from(self.listed(group), group, self.folder, run_dir)
@@ -62,8 +53,8 @@ class RunInputs:
     config_text: str | None = None
     config: dict | None = None
     summary: dict | None = None
-    val_metrics: dict | None = None
-    evaluations: list[Evaluation] = field(default_factory=list)
+    val_metrics: SegmentationQuality | None = None
+    evaluations: list[EvaluationFolder] = field(default_factory=list)
     sweep: dict | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -92,18 +83,20 @@ class RunInputs:
                 Fig("Sample predictions (image / true mask / prediction)", figs / "samples.png", "figures/samples.png")]
 
     @property
-    def conformal(self) -> list[Evaluation]:
-        return [e for e in self.evaluations if isinstance(e.get("conformal"), dict)]
+    def conformal(self) -> list[EvaluationFolder]:
+        return [e for e in self.evaluations if e.result.conformal is not None]
 
 
 def figures_from(entries: list, group: str, folder: Path, run_dir: Path) -> list[Fig]:
-    """The figures of ``group`` listed in ``entries`` (paths relative to ``folder``)."""
+    """The figures of ``group`` in ``entries`` (:class:`FigureEntry` or their JSON; paths relative to ``folder``)."""
     out = []
     for f in entries:
-        if isinstance(f, dict) and f.get("group") == group and f.get("path"):
-            path = folder / str(f["path"])
+        f = FigureEntry(**{k: str(f.get(k) or "") for k in ("key", "title", "path", "group")}) if isinstance(f, dict) \
+            else f
+        if isinstance(f, FigureEntry) and f.group == group and f.path:
+            path = folder / f.path
             shown = path.relative_to(run_dir).as_posix() if path.is_relative_to(run_dir) else str(path)
-            out.append(Fig(str(f.get("title") or f.get("key") or path.stem), path, shown, str(f.get("key") or "")))
+            out.append(Fig(f.title or f.key or path.stem, path, shown, f.key))
     return out
 
 
@@ -124,11 +117,18 @@ def load_run(run_dir: str | Path) -> RunInputs:
         except yaml.YAMLError as exc:
             run.problems.append(f"could not parse config.yaml: {exc}")
     run.summary = run.read_json(root / "summary.json")
-    run.val_metrics = run.read_json(root / "val_metrics.json")
+    val = run.read_json(root / "val_metrics.json")
+    run.val_metrics = None if val is None else SegmentationQuality.from_dict(val)
     for path in sorted((root / "eval").glob("*/evaluation.json")):
         data = run.read_json(path)
-        if data is not None:
-            run.evaluations.append(Evaluation(str(data.get("name") or path.parent.name), path.parent, data))
+        if data is None:
+            continue
+        try:
+            result = EvaluationResult.from_dict({"name": path.parent.name, **data})
+        except (TypeError, ValueError) as exc:
+            run.problems.append(f"could not read {run.rel(path)}: {exc}")
+            continue
+        run.evaluations.append(EvaluationFolder(path.parent, result))
     run.sweep = run.read_json(root / "sweep" / "sweep.json")
     found = (any(x is not None for x in (run.config_text, run.summary, run.val_metrics, run.sweep))
              or run.evaluations or run.problems or any(f.path.is_file() for f in run.training_figures()))
@@ -138,7 +138,7 @@ def load_run(run_dir: str | Path) -> RunInputs:
     return run
 
 
-def per_class(e: Evaluation, values: Any) -> dict[str, Any]:
+def per_class(e: EvaluationFolder, values: Any) -> dict[str, Any]:
     """Class name → value for a per-class list of ``e`` (``{}`` if it is not a list)."""
     return dict(zip(e.class_names(len(values)), values)) if isinstance(values, list) else {}
 
