@@ -8,8 +8,14 @@ import pytest
 HEAVY = ("torch", "lightning", "monai", "matplotlib", "sklearn", "scipy")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["calibrate", "--help"], ["train", "--help"],
-                                  ["evaluate", "--help"], ["refine", "--help"], ["config", "demo"]])
+SLOW = pytest.mark.slow  # one fresh interpreter each: the most used ones run in `make test`, all in CI
+
+
+@pytest.mark.parametrize("args", [["--help"], ["calibrate", "--help"], ["config", "demo"],
+                                  pytest.param(["--version"], marks=SLOW),
+                                  pytest.param(["train", "--help"], marks=SLOW),
+                                  pytest.param(["evaluate", "--help"], marks=SLOW),
+                                  pytest.param(["refine", "--help"], marks=SLOW)])
 def test_no_heavy_imports(args):
     code = (f"import sys\nfrom segcal.cli.main import main\ntry:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
             f"print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules])")
