@@ -47,6 +47,7 @@ import torch
 
 from coverage_loops import CropThresholds, loop_per_pixel, loop_per_pixel_and_level  # noqa: E402
 from peak_memory import PeakMemory  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from segcal.io.jsonio import write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # planted.py: synthetic test logits
 
@@ -320,8 +321,7 @@ def main() -> None:
         "histogram_bias": bias, "ratios": ratios, "targets": targets,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json.tmp").write_text(json.dumps(report, indent=2))
-    os.replace(args.out.with_suffix(".json.tmp"), args.out)
+    write_json(args.out, report)
 
     for key, m in mem.items():
         print(f"memory {key:<16} peak +{m['peak_mib']:7.0f} MiB (stored {m['stored_mib']:6.0f} MiB),"

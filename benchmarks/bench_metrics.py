@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from peak_memory import PeakMemory  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from segcal.io.jsonio import write_json
 
 H, W, BINS, CROP = 240, 320, 15, 64
 STREAMING_LOOP_IMAGES = 160  # the streaming loop's cost is linear in N: timed on these, scaled to N
@@ -270,10 +271,7 @@ def main() -> None:
                     "map_speedup_vs_streaming_loop >= 100": ratios["map_speedup_vs_streaming_loop"] >= 100,
                     "peak_memory_n_vs_small_n <= 1.2": ratios["peak_memory_n_vs_small_n"] <= 1.2},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, args.out)
+    write_json(args.out, report)
 
     print(f"ours (all metrics + ECE map): {ours['seconds_full']:.2f} s, live peak +{live['peak_mib']:.0f} MiB "
           f"(N={small}: +{live_small['peak_mib']:.0f} MiB; default allocator +{ours['peak_mib']:.0f} / "

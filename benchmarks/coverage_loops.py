@@ -17,8 +17,7 @@ class CropThresholds:
     def thresholds_at(self, levels: torch.Tensor) -> torch.Tensor:
         return self.thresholds
 
-    def info(self) -> dict:
-        return {}
+    info_: dict = {}  # a calibrator's fit description (read only)
 
 
 def loop_per_pixel(thr: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -68,3 +68,12 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     atomic_write_text(tmp_path / "sub" / "c.yaml", "name: y\n")
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["c.yaml"]
     assert load_yaml(tmp_path / "sub" / "c.yaml") == {"name": "y"}
+
+
+def test_experiment_from_dict_leaves_the_callers_dict_alone():
+    from segcal.pipeline.config import experiment_from_dict
+
+    d = {"train": {"epochs": 3}, "data": {"kind": "synthetic"}}
+    cfg = experiment_from_dict(d, ["train.epochs=7", "data.batch_size=2"])
+    assert cfg.train.epochs == 7 and cfg.data.batch_size == 2
+    assert d == {"train": {"epochs": 3}, "data": {"kind": "synthetic"}}

@@ -33,7 +33,7 @@ def test_api_in_a_few_lines():
     assert sets.shape == (3, 2, 6, 8) and sets.dtype == torch.bool
     assert set_size(sets).shape == (3, 6, 8) and ambiguous(sets).dtype == torch.bool
     assert cp.nc_curves().shape == (100, 2, 6, 8)
-    assert cp.info()["images_per_part"] == {"cal": 10, "fit": 10}
+    assert cp.info_["images_per_part"] == {"cal": 10, "fit": 10}
 
 
 def test_split_assignment_is_interleaved_and_exact():
@@ -115,7 +115,7 @@ def test_state_dict_round_trip(mode, make):
     state = torch.load(buffer, weights_only=True)  # plain tensors + metadata
     assert state["nc_curves"].shape == (100, 2, 6, 8) and state["method"] == cp.method
     back = ConformalCalibrator.from_state_dict(state)
-    assert type(back) is type(cp) and back.info() == cp.info()
+    assert type(back) is type(cp) and back.info_ == cp.info_
     for alpha in (0.05, 0.31):
         assert torch.equal(back.thresholds(alpha), cp.thresholds(alpha))
 

@@ -88,4 +88,4 @@ def test_conformity_score_is_a_parameter():
     with pytest.raises(ValueError, match="score must be one of"):
         PixelwiseCalibrator(score="aps-typo")
     cp = ImagewiseCalibrator(score="lac").fit(_batches())
-    assert cp.info()["score"] == "lac"
+    assert cp.info_["score"] == "lac"

@@ -316,8 +316,9 @@ class ConformalCalibrator(Estimator):
                 warnings.warn(message, TrivialThresholdWarning, stacklevel=3)
 
     # --------------------------------------------------------------------------------- reporting
-    def info(self) -> dict[str, Any]:
-        """JSON-serialisable description of the fitted calibrator."""
+    @property
+    def info_(self) -> dict[str, Any]:
+        """JSON-serialisable description of the fitted calibrator (like a recalibrator's ``info_``)."""
         self.check_is_fitted()
         return {"method": self.method, "grouping": self.grouping, "score": self.score,
                 "num_groups": self.num_groups_, "num_groups_requested": self.num_groups, "split": self.split_,

@@ -238,7 +238,7 @@ class CoverageAccumulator:
             trivial_fraction=trivial.flatten(1).sum(1).double() / (c * h * w),
             trivial_fraction_per_class=trivial.flatten(2).sum(2).double() / (h * w),
             min_test_labels=self.min_test_labels, num_test_images=self.num_images,
-            calibration=self.calibrator.info())
+            calibration=self.calibrator.info_)
 
 
 def evaluate_coverage(calibrator: ConformalCalibrator, stream: Iterable[tuple[torch.Tensor, torch.Tensor]],

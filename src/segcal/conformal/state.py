@@ -25,7 +25,7 @@ def conformal_state(cp, include_curves: bool = True) -> dict[str, Any]:
     """The state of fitted calibrator ``cp`` (a :class:`~segcal.conformal.calibrator.ConformalCalibrator`)."""
     params = {**{name: getattr(cp, name) for name in PARAMS}, "group_candidates": list(cp.group_candidates),
               "bins": None if cp.bins is None else cp.bins.state_dict()}
-    state = {"format": STATE_FORMAT, "params": params, **cp.info(), "num_classes": cp.num_classes_,
+    state = {"format": STATE_FORMAT, "params": params, **cp.info_, "num_classes": cp.num_classes_,
              "shape": list(cp.shape_),
              "kind": cp.kind, "head": cp.head, "ignore_index": cp.ignore_index, "mode": cp.mode,
              "bins": (cp.bins or ScoreBins()).state_dict(), "max_exact_scores": cp.max_exact_scores,

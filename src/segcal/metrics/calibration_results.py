@@ -53,13 +53,6 @@ class Reliability:
                    _tensor(d["count"]).long())
 
 
-SUMMARY_COLUMNS = (("ECE", ("ece",)), ("adaptive ECE", ("adaptive_ece",)), ("MCE", ("mce",)),
-                   ("classwise ECE (mean)", ("mean_classwise_ece",)), ("boundary ECE", ("regions", "boundary", "ece")),
-                   ("interior ECE", ("regions", "interior", "ece")), ("Brier", ("brier",)), ("NLL", ("nll",)))
-"""The headline numbers of :meth:`CalibrationResults.to_dict`, as ``(title, key path)``: the one table the
-CLI, the demo and the report show."""
-
-
 def lookup(d: Any, path: tuple[Any, ...]) -> Any:
     """``d[path[0]][path[1]]...`` or ``None`` where a level is absent."""
     for key in path:

@@ -107,5 +107,5 @@ def _fit(source, method: str, bundle: CalibrationBundle, params: dict[str, Any],
     else:
         conformal = make_conformal(method, source.num_classes, source.head, source.ignore_index, seed, **params)
         conformal.fit(track(Stream(source, bundle.apply), f"calibrate {method}", enabled=progress))
-        bundle.conformal, info = conformal, conformal.info()
+        bundle.conformal, info = conformal, conformal.info_
     return info
