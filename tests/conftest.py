@@ -77,3 +77,17 @@ def readonly_dir(tmp_path):
         ro.chmod(0o555)
         yield ro
         ro.chmod(0o755)
+
+
+def write_prediction_folder(folder, n: int = 10, size: int = 8, scale: float = 2.0, seed: int = 0):
+    """A folder of ``n`` saved two-class softmax logits ``[2, size, size]`` with random labels."""
+    import numpy as np
+
+    from segcal.data.predictions import PredictionFolder, PredictionWriter
+
+    rng = np.random.default_rng(seed)
+    with PredictionWriter(folder, classes=["bg", "fg"], head="softmax") as writer:
+        for i in range(n):
+            writer.add(f"im{i}", rng.normal(0, scale, (2, size, size)).astype(np.float32),
+                       rng.integers(0, 2, (size, size)))
+    return PredictionFolder(folder, batch_size=4)

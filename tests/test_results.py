@@ -1,23 +1,18 @@
 """Evaluations are typed results with one schema: written once, read back equal, older layouts still read."""
 import json
 
-import numpy as np
 import pytest
 
+from conftest import write_prediction_folder
 from segcal.calibrated import CalibrationBundle
 from segcal.conformal import ImagewiseCalibrator
-from segcal.data.predictions import PredictionFolder, PredictionWriter
 from segcal.pipeline.evaluate import evaluate
 from segcal.pipeline.results import SCHEMA, EvaluationResult
 
 
 @pytest.fixture
 def folder(tmp_path):
-    rng = np.random.default_rng(1)
-    with PredictionWriter(tmp_path / "p", classes=["bg", "fg"], head="softmax") as writer:
-        for i in range(12):
-            writer.add(f"im{i}", rng.normal(0, 3, (2, 8, 8)).astype(np.float32), rng.integers(0, 2, (8, 8)))
-    return PredictionFolder(tmp_path / "p")
+    return write_prediction_folder(tmp_path / "p", n=12, scale=3.0, seed=1)
 
 
 def test_written_results_read_back_equal(folder, tmp_path):

@@ -1,23 +1,18 @@
 """One Source protocol and one Batch type from the data to the calibrators: a folder of saved predictions
 goes straight into every calibrator's fit, and tuples or mappings work the same."""
-import numpy as np
 import pytest
 import torch
 
+from conftest import write_prediction_folder
 from segcal.batch import Batch, unpack_item
 from segcal.calibrators import TemperatureScaling
 from segcal.conformal import PixelwiseCalibrator, evaluate_coverage
-from segcal.data.predictions import PredictionFolder, PredictionWriter
 from segcal.pipeline.sources import CachedSource, Source
 
 
 @pytest.fixture
 def folder(tmp_path):
-    rng = np.random.default_rng(0)
-    with PredictionWriter(tmp_path / "p", classes=["bg", "fg"], head="softmax") as writer:
-        for i in range(10):
-            writer.add(f"im{i}", rng.normal(0, 2, (2, 8, 8)).astype(np.float32), rng.integers(0, 2, (8, 8)))
-    return PredictionFolder(tmp_path / "p", batch_size=4)
+    return write_prediction_folder(tmp_path / "p")
 
 
 def test_sources_follow_the_protocol(folder):

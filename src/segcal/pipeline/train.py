@@ -38,7 +38,7 @@ from segcal.io.jsonio import write_json
 from segcal.models.lightning import SegModel
 from segcal.pipeline.config import ExperimentConfig
 from segcal.pipeline.evaluate_seg import evaluate_segmentation_model
-from segcal.pipeline.inference import load_model
+from segcal.pipeline.inference import load_model, run_model
 from segcal.pipeline.progress import interactive
 from segcal.pipeline.training_log import EpochLines, ResumableCSVLogger, trim_log
 from segcal.plots.training import plot_curves, plot_samples, read_metrics_csv
@@ -182,12 +182,12 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> TrainResu
                        time.time() - start)
 
 
-@torch.no_grad()
 def write_samples(model: SegModel, dataset, cfg: ExperimentConfig, path: Path) -> Path:
     """Figure of image / true mask / predicted mask for the first ``vis_samples`` items."""
     items = [dataset[i] for i in range(min(cfg.train.vis_samples, len(dataset)))]
     images = torch.stack([it["image"] for it in items])
-    preds = model.predict_labels(model(images.to(model.device)).cpu()).numpy()
+    ((logits, _),) = run_model(model, [{"image": images}])
+    preds = model.predict_labels(logits).numpy()
     rgb = np.stack([denormalize(img, cfg.data).permute(1, 2, 0).numpy() for img in images])
     truths = np.stack([it["mask"].numpy() for it in items])
     return plot_samples(rgb, truths, preds, [it["name"] for it in items], cfg.data.num_classes,
