@@ -23,6 +23,7 @@ import math
 import torch
 
 from segcal.calibrators.base import PixelCalibrator
+from segcal.calibrators.diagnostics import NO_OP_TOLERANCE, check_objective, top_label_ece, warn_fit
 from segcal.calibrators.misprediction import (
     MispredictionMLP,
     MispredictionTraining,
@@ -30,6 +31,7 @@ from segcal.calibrators.misprediction import (
     train_misprediction_classifier,
 )
 from segcal.calibrators.stream import Progress
+from segcal.calibrators.temperature import fit_log_temperature
 from segcal.outputs import Head, log_probs, num_output_classes
 
 T2_MAX = 1e10
@@ -137,6 +139,11 @@ class SelectiveScaling(PixelCalibrator):
     def _fit_pixels(
         self, logits: torch.Tensor, labels: torch.Tensor, image_ids: torch.Tensor, progress: Progress | None
     ) -> None:
+        t = float(fit_log_temperature(logits, labels, self.head).exp())  # cheap: warn before the training
+        if t < 1 - NO_OP_TOLERANCE:
+            warn_fit(f"selective: the model is under-confident on the calibration pixels (temperature scaling fits "
+                     f"T = {t:.3f} < 1); selective scaling can only soften predictions (T2 >= 1) and will change "
+                     "little or make things worse; use temperature scaling (--method temperature) instead")
         generator = torch.Generator().manual_seed(self.seed)
         features = misprediction_features(logits, self.head)
         wrong = log_probs(logits, self.head).argmax(dim=1) != labels
@@ -151,6 +158,19 @@ class SelectiveScaling(PixelCalibrator):
         else:
             self.t2_ = float(self.t2)
         self.info_.update(validation=metrics, history=history, t2=self.t2_)
+        self._check_fit(logits[is_val], labels[is_val])
+
+    def _check_fit(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Warn when T2 changes nothing or the held-out top-label ECE got worse (pixel logits ``[P, C]``)."""
+        if abs(self.t2_ - 1) < NO_OP_TOLERANCE:
+            warn_fit("selective: T2 = 1: the pixels flagged as likely wrong are not over-confident, so selective "
+                     "scaling changes nothing; use temperature scaling if the model needs calibrating")
+            return
+        flagged = self.classifier_.predict_wrong(misprediction_features(logits, self.head), self.threshold)
+        scaled = torch.where(flagged.unsqueeze(1), logits / self.t2_, logits)
+        before, after = top_label_ece(logits, labels, self.head), top_label_ece(scaled, labels, self.head)
+        self.info_.update(val_ece_before=before, val_ece_after=after)
+        check_objective("selective", "held-out top-label ECE", before, after)
 
     def flag_wrong(self, logits: torch.Tensor) -> torch.Tensor:
         """Boolean ``[N, H, W]``: pixels of ``logits [N, C, H, W]`` the classifier predicts wrong."""

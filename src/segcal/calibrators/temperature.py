@@ -13,6 +13,7 @@ import math
 import torch
 
 from segcal.calibrators.base import PixelCalibrator
+from segcal.calibrators.diagnostics import check_objective, check_temperatures
 from segcal.calibrators.nll import mean_nll
 from segcal.calibrators.stream import Progress
 from segcal.outputs import Head
@@ -26,21 +27,30 @@ def fit_log_temperature(
 ) -> torch.Tensor:
     """``log T`` minimising the NLL of ``labels [P]`` under ``logits [P, C] / T``.
 
-    Returns a tensor ``[1]`` (one temperature) or ``[C]`` (``per_class``), on ``logits.device``.
+    Returns a tensor ``[1]`` (one temperature) or ``[C]`` (``per_class``), on ``logits.device``. For a two-class
+    softmax only the scaled logit difference matters, and when the two logits mirror each other the two
+    temperatures are not identifiable (a free fit drifts one to its bound). They are then fitted as a shared
+    ``log T`` and an asymmetry ``a`` (``log T_c = log T ∓ a``, starting at ``a = 0``), which the data move only
+    as far as they identify it.
     """
-    log_t = torch.zeros(logits.shape[1] if per_class else 1, device=logits.device, requires_grad=True)
+    c = logits.shape[1]
+    pair = per_class and head == "softmax" and c == 2
+    free = torch.zeros(c if per_class else 1, device=logits.device, requires_grad=True)
     optimizer = torch.optim.LBFGS(
-        [log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12
+        [free], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12
     )
+
+    def full(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x[0] - x[1], x[0] + x[1]]) if pair else x
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = mean_nll(logits / log_t.clamp(-LOG_T_BOUND, LOG_T_BOUND).exp(), labels, head)
+        loss = mean_nll(logits / full(free).clamp(-LOG_T_BOUND, LOG_T_BOUND).exp(), labels, head)
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    result = log_t.detach().clamp(-LOG_T_BOUND, LOG_T_BOUND)
+    result = full(free.detach()).clamp(-LOG_T_BOUND, LOG_T_BOUND)
     if not torch.isfinite(result).all():
         raise ValueError("temperature fit diverged (non-finite log T); check the calibration logits")
     return result
@@ -86,6 +96,8 @@ class TemperatureScaling(PixelCalibrator):
         self.info_["nll_before"] = float(mean_nll(logits, labels, self.head))
         self.info_["nll_after"] = float(mean_nll(logits / scale, labels, self.head))
         self.info_["temperature"] = scale.tolist()
+        check_temperatures(self.method, scale, math.exp(LOG_T_BOUND))
+        check_objective(self.method, "NLL", self.info_["nll_before"], self.info_["nll_after"])
 
     def _transform(self, logits: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
         t = self.temperature_.to(logits.device)
