@@ -246,7 +246,7 @@ def sweep(args: argparse.Namespace) -> int:
         cal, _ = build_source(args, args.cal_split, args.cal_predictions)
         result = run_sweep(cal, test, folder, methods=args.methods.split(","),
                            n_cals=_n_cals(args.n_cals, len(cal)), repeats=args.repeats, seed=args.seed,
-                           bundle=bundle, params=params, progress=not args.no_progress)
+                           bundle=bundle, params=params, restart=args.restart, progress=not args.no_progress)
     out.print(sweep_table(result))
     out.print(f"results: {folder / 'sweep.json'}  table: {folder / 'sweep.csv'}  figure: {folder / 'figures'}",
               highlight=False)

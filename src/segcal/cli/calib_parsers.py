@@ -93,7 +93,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--repeats", type=int, default=5, help="random subsets per n_cal (default: 5)")
     p.add_argument("--num-groups", help="groups for kandinsky-kmeans (an int or auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random calibration subsets (default: 0)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: <run>/sweep)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: <run>/sweep); a sweep with the same "
+                   "settings resumes from its records.jsonl")
+    p.add_argument("--restart", action="store_true", help="discard the records of an earlier run in --out")
     p.set_defaults(func=calib_commands.sweep)
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a run directory",

@@ -32,13 +32,37 @@ def cache_test_scores(stream: Iterable[tuple[torch.Tensor, torch.Tensor]], kind:
     return [(class_scores(p, kind, head), y) for p, y, _ in map(unpack_item, stream)]
 
 
+def subset_seed(seed: int, n_cal: int, repeat: int) -> int:
+    """The seed of the random calibration subset of one sweep cell (the one formula)."""
+    return (seed * 7919 + repeat) * 1_000_003 + n_cal * 1_009
+
+
+def sweep_cell(pool: ScoreBank, test_scores: Sequence[tuple[torch.Tensor, torch.Tensor]],
+               methods: Mapping[str, Callable[[], ConformalCalibrator]], n_cal: int, repeat: int, seed: int = 0,
+               alphas: Iterable[float] | None = None, min_test_labels: int = MIN_TEST_LABELS) -> list[dict[str, Any]]:
+    """The records of one (n_cal, repeat): every method calibrated on the same random subset of ``pool``."""
+    subset = pool.sample(n_cal, torch.Generator().manual_seed(subset_seed(seed, n_cal, repeat)))
+    alphas = None if alphas is None else list(alphas)
+    records = []
+    for name, make in methods.items():
+        cp = make().fit_bank(subset)
+        acc = CoverageAccumulator(cp, alphas, min_test_labels)
+        for s, y in test_scores:
+            acc.update_scores(s, y)
+        summary = acc.compute().summary()
+        per_class = {f"mean_ce_c{k}": v for k, v in enumerate(summary.pop("mean_ce_per_class"))}
+        records.append({**summary, **per_class, "method": name, "n_cal": n_cal, "repeat": repeat,
+                        "num_groups": cp.num_groups_})
+    return records
+
+
 def calibration_sweep(pool: ScoreBank, test_scores: Sequence[tuple[torch.Tensor, torch.Tensor]],
                       methods: Mapping[str, Callable[[], ConformalCalibrator]],
                       n_cals: Sequence[int] = DEFAULT_N_CALS, repeats: int = 5, seed: int = 0,
                       alphas: Iterable[float] | None = None, min_test_labels: int = MIN_TEST_LABELS
                       ) -> list[dict[str, Any]]:
-    """One record per (method, n_cal, repeat): the :meth:`CoverageResult.summary` numbers plus
-    ``mean_ce_c{k}`` per class, ``n_cal``, ``repeat`` and the fitted number of groups.
+    """One record per (method, n_cal, repeat) (see :func:`sweep_cell`): the :meth:`CoverageResult.summary`
+    numbers plus ``mean_ce_c{k}`` per class, ``n_cal``, ``repeat`` and the fitted number of groups.
 
     ``methods`` maps a name to a factory of unfitted calibrators.
     """
@@ -48,21 +72,8 @@ def calibration_sweep(pool: ScoreBank, test_scores: Sequence[tuple[torch.Tensor,
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     alphas = None if alphas is None else list(alphas)
-    records = []
-    for n in n_cals:
-        for r in range(repeats):
-            subset = pool.sample(n, torch.Generator().manual_seed(seed * 1_000_003 + n * 1_009 + r))
-            for name, make in methods.items():
-                cp = make().fit_bank(subset)
-                acc = CoverageAccumulator(cp, alphas, min_test_labels)
-                for s, y in test_scores:
-                    acc.update_scores(s, y)
-                res = acc.compute()
-                summary = res.summary()
-                per_class = {f"mean_ce_c{k}": v for k, v in enumerate(summary.pop("mean_ce_per_class"))}
-                records.append({**summary, **per_class, "method": name, "n_cal": n, "repeat": r,
-                                "num_groups": cp.num_groups_})
-    return records
+    return [rec for n in n_cals for r in range(repeats)
+            for rec in sweep_cell(pool, test_scores, methods, n, r, seed, alphas, min_test_labels)]
 
 
 def summarise_sweep(records: Iterable[Mapping[str, Any]], metrics: Sequence[str] | None = None

@@ -15,18 +15,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
-
 from segcal.calibrated import CalibrationBundle
 from segcal.conformal.accumulate import ScoreBank
 from segcal.conformal.scores import class_scores, label_scores
-from segcal.conformal.sweep import AT_90, calibration_sweep, summarise_sweep
+from segcal.conformal.sweep import AT_90, summarise_sweep, sweep_cell
 from segcal.io.atomic import atomic_write_text
 from segcal.io.jsonio import write_json
 from segcal.methods import CONFORMAL_METHODS, DEFAULT_N_CALS
 from segcal.pipeline.calibrate import make_conformal
-from segcal.pipeline.progress import track
+from segcal.pipeline.progress import log_line, track
 from segcal.pipeline.sources import Stream, describe
+from segcal.pipeline.sweep_records import RECORDS_FILE, RecordLog
 from segcal.plots.conformal import plot_sweep
 
 SWEEP_METHODS = tuple(CONFORMAL_METHODS)
@@ -48,11 +47,14 @@ def check_sweep_args(methods: Sequence[str], n_cals: Sequence[int], repeats: int
 def run_sweep(cal_source, test_source, out_dir: str | Path | None = None, *,
               methods: Sequence[str] = SWEEP_METHODS, n_cals: Sequence[int] = DEFAULT_N_CALS, repeats: int = 5,
               seed: int = 0, bundle: CalibrationBundle | None = None, params: dict[str, dict] | None = None,
-              alphas: list[float] | None = None, progress: bool = True) -> dict[str, Any]:
+              alphas: list[float] | None = None, restart: bool = False, progress: bool = True) -> dict[str, Any]:
     """Sweep ``methods`` over ``n_cals`` × ``repeats``; returns the ``sweep.json`` dict.
 
     ``bundle``: its recalibrator (if any) is applied to the logits first. ``params``: extra
     constructor arguments per method, e.g. ``{"kandinsky-kmeans": {"num_groups": "auto"}}``.
+    With ``out_dir``, every finished (n_cal, repeat) cell is appended to ``records.jsonl`` at once, and a
+    sweep with the same settings resumes from it (the results equal an uninterrupted run);
+    ``restart`` discards it.
     """
     start = time.time()
     n_cals = sorted({int(n) for n in n_cals})
@@ -72,16 +74,26 @@ def run_sweep(cal_source, test_source, out_dir: str | Path | None = None, *,
     params = params or {}
     factories = {m: (lambda m=m: make_conformal(m, cal_source.num_classes, head, ignore, seed, **params.get(m, {})))
                  for m in methods}
-    records = []
-    runs = [(n, r) for n in n_cals for r in range(repeats)]
-    for n, r in track(runs, f"sweep {len(methods)} methods", enabled=progress):
-        for rec in calibration_sweep(pool, test, factories, [n], 1, seed=seed * 7919 + r, alphas=alphas):
-            records.append({**rec, "repeat": r})
+    recalibration = None if bundle.recalibration is None else bundle.recalibration.method
+    settings = {"methods": list(methods), "n_cals": n_cals, "repeats": repeats, "seed": seed, "params": params,
+                "alphas": alphas, "recalibration": recalibration, "calibration_pool": describe(cal_source),
+                "test": describe(test_source)}
+    log = RecordLog(Path(out_dir) / RECORDS_FILE, settings) if out_dir is not None else None
+    done = log.read() if log is not None and not restart else {}
+    if log is not None:
+        log.start(keep=bool(done))
+    cells = [(n, r) for n in n_cals for r in range(repeats)]
+    todo = [cell for cell in cells if cell not in done]
+    if done and progress:
+        log_line(f"sweep: resuming, {len(cells) - len(todo)} of {len(cells)} (n_cal, repeat) cells already done")
+    for n, r in track(todo, f"sweep {len(methods)} methods", enabled=progress):
+        done[(n, r)] = sweep_cell(pool, test, factories, n, r, seed, alphas)
+        if log is not None:
+            log.append(n, r, done[(n, r)])
+    records = [rec for cell in cells for rec in done[cell]]
     summary = summarise_sweep(records)
-    result = {"methods": list(methods), "n_cals": n_cals, "repeats": repeats, "seed": seed,
-              "calibration_pool": describe(cal_source), "test": describe(test_source),
-              "recalibration": None if bundle.recalibration is None else bundle.recalibration.method,
-              "params": params, "summary": summary, "records": records, "figures": []}
+    result = {**{k: v for k, v in settings.items() if k != "alphas"}, "summary": summary, "records": records,
+              "figures": []}
     if out_dir is not None:
         out = Path(out_dir)
         (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -98,7 +110,6 @@ def _figures(records: list[dict[str, Any]], out: Path) -> list[dict[str, str]]:
     at_90 = all(k in records[0] for k in AT_90)
     metrics = ("mean_ce", *AT_90[1:]) if at_90 else ("mean_ce", "mean_set_size")
     plot_sweep(records, metrics, path=path)
-    plt.close("all")
     size = "set size and full sets at 1 − α = 0.9" if at_90 else "set size"
     return [{"key": "sweep", "title": f"Coverage error, {size} vs number of calibration images",
              "path": str(path.relative_to(out)), "group": "sweep"}]
