@@ -26,7 +26,7 @@ def metrics_table(quality, title: str) -> Table:
         table.add_column(name, justify="right")
     for i, cname in enumerate(quality.classes):
         table.add_row(cname, *(number(quality.per_class[m][i]) for m in names))
-    table.add_row("[bold]foreground mean[/]", *(number(quality.mean(m)) for m in names))
+    table.add_row(f"[bold]{quality.mean_label}[/]", *(number(quality.mean(m)) for m in names))
     return table
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from segcal.classes import averaged_classes
 from segcal.data.labels import check_remap_spec, target_class_names
 from segcal.data.splits import check_split_spec
 
@@ -92,6 +93,7 @@ class DataConfig:
     annotations: str | None = None  # coco: instances json
     categories: list[str] = field(default_factory=lambda: ["person"])  # coco: classes 1..K
     classes: list[str] | None = None  # target class names (default: classes.json / remap / kind)
+    mean_classes: list[str] | None = None  # classes averaged in tables and val/<metric> (default: all but background)
     remap: str | list | None = None
     ignore_index: int = 255  # label left out of loss/metrics, never remapped; fills padding and augmentation borders
     image_size: tuple[int, int] = (64, 64)  # (H, W) fed to the model
@@ -138,7 +140,12 @@ class DataConfig:
             raise ValueError(f"{prefix}.n_cal is set but {prefix}.splits has no 'cal' split")
 
     def _validate_classes(self, prefix: str) -> None:
-
+        if self.mean_classes is not None:
+            if not self.mean_classes or not all(isinstance(c, str) and c for c in self.mean_classes):
+                raise ValueError(f"{prefix}.mean_classes must be null or a non-empty list of class names, got "
+                                 f"{self.mean_classes!r}")
+            if self.classes is not None:
+                averaged_classes(self.classes, self.mean_classes)  # names checked against data.classes
         check_remap_spec(self.remap, self.ignore_index, f"{prefix}.remap")
         if self.classes is not None:
             names = self.classes
@@ -175,6 +182,11 @@ class DataConfig:
         """Resolved target class names (reads ``classes.json`` for folder datasets)."""
 
         return target_class_names(self)
+
+    @property
+    def averaged(self) -> list[int]:
+        """Indices of the classes averaged in tables and the monitored ``val/<metric>``."""
+        return averaged_classes(self.class_names, self.mean_classes)
 
     @property
     def num_classes(self) -> int:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from segcal.batch import Batch
+from segcal.classes import averaged_classes
 from segcal.data.files import find_images, read_mask, write_png
 from segcal.io.atomic import atomic_write, staged_folder
 from segcal.io.jsonio import read_json, write_json
@@ -210,6 +211,11 @@ class PredictionFolder:
             raise ValueError(f"classes has {len(self.class_names)} names but {self._pairs[0][0]} has "
                              f"{self.num_channels} channels ({self.num_classes} classes with a {self.head} head)")
         self._load(0, first)
+
+    @property
+    def averaged(self) -> list[int]:
+        """The classes averaged in tables: all but those named like a background."""
+        return averaged_classes(self.class_names)
 
     @property
     def names(self) -> list[str]:

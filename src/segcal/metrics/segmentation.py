@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from segcal.classes import averaged_classes
+
 QUALITY_METRICS = ("dice", "iou", "recall", "precision", "accuracy")
 
 
@@ -39,8 +41,8 @@ def quality_from_confusion(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def class_mean(per_class: torch.Tensor, classes: list[int] | None = None) -> torch.Tensor:
-    """Mean of ``per_class [C]`` over ``classes`` (default: the foreground, classes ``1..C-1``), ignoring NaN
-    (undefined classes); NaN when none is defined."""
+    """Mean of ``per_class [C]`` over ``classes`` (default: classes ``1..C-1``), ignoring NaN (undefined
+    classes); NaN when none is defined."""
     values = torch.as_tensor(per_class, dtype=torch.float64)
     picked = values[list(range(1, len(values))) if classes is None else list(classes)]
     picked = picked[~picked.isnan()]
@@ -49,9 +51,11 @@ def class_mean(per_class: torch.Tensor, classes: list[int] | None = None) -> tor
 
 def quality_summary(results: dict[str, torch.Tensor], class_names: list[str],
                     classes: list[int] | None = None) -> dict:
-    """``{"classes", "per_class": {metric: [C]}, "mean_foreground": {metric: x}, "overall_accuracy"}`` from the
-    output of :func:`quality_from_confusion` (plain floats; the mean over ``classes``, see :func:`class_mean`)."""
-    return {"classes": list(class_names),
+    """``{"classes", "per_class": {metric: [C]}, "mean_foreground": {metric: x}, "averaged_classes": [names],
+    "overall_accuracy"}`` from the output of :func:`quality_from_confusion` (plain floats; the mean over
+    ``classes``, default :func:`averaged_classes`)."""
+    classes = averaged_classes(class_names) if classes is None else list(classes)
+    return {"classes": list(class_names), "averaged_classes": [str(class_names[i]) for i in classes],
             "per_class": {m: [float(v) for v in results[m]] for m in QUALITY_METRICS},
             "mean_foreground": {m: float(class_mean(results[m], classes)) for m in QUALITY_METRICS},
             "overall_accuracy": float(results["overall_accuracy"])}

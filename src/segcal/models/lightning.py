@@ -6,6 +6,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from segcal.classes import averaged_classes
 from segcal.configio import from_dict, to_dict
 from segcal.errors import no_labels
 from segcal.metrics.segmentation import QUALITY_METRICS, SegmentationMetrics, class_mean
@@ -26,7 +27,7 @@ class SegModel(L.LightningModule):
 
     def __init__(self, model: dict, loss: dict, optim: dict, num_classes: int, class_names: list[str],
                  ignore_index: int = 255, mixup_alpha: float = 0.0, mixup_seed: int = 0,
-                 experiment: dict | None = None):
+                 experiment: dict | None = None, mean_classes: list[int] | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.model_cfg = from_dict(ModelConfig, model, "model")
@@ -35,6 +36,7 @@ class SegModel(L.LightningModule):
         self.class_names = list(class_names)
         self.ignore_index = ignore_index
         self.mixup_alpha = mixup_alpha
+        self.averaged = list(mean_classes) if mean_classes is not None else averaged_classes(self.class_names)
         self.net = build_network(self.model_cfg, num_classes)
         self.criterion = SegmentationLoss(from_dict(LossConfig, loss, "loss"), num_classes,
                                           self.model_cfg.head, ignore_index)
@@ -49,9 +51,9 @@ class SegModel(L.LightningModule):
     @classmethod
     def from_configs(cls, model: ModelConfig, loss: LossConfig, optim: OptimConfig, num_classes: int,
                      class_names: list[str], ignore_index: int = 255, mixup_alpha: float = 0.0,
-                     mixup_seed: int = 0, experiment: Any = None) -> SegModel:
+                     mixup_seed: int = 0, experiment: Any = None, mean_classes: list[int] | None = None) -> SegModel:
         return cls(to_dict(model), to_dict(loss), to_dict(optim), num_classes, class_names, ignore_index,
-                   mixup_alpha, mixup_seed, to_dict(experiment) if experiment is not None else None)
+                   mixup_alpha, mixup_seed, to_dict(experiment) if experiment is not None else None, mean_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, C_out, H, W]`` for images ``[N, 3, H, W]``."""
@@ -105,7 +107,7 @@ class SegModel(L.LightningModule):
         self.val_metrics.reset()
         for name in QUALITY_METRICS:
             per_class = results[name]
-            self.log(f"val/{name}", class_mean(per_class).float(), prog_bar=name in ("dice", "recall"))
+            self.log(f"val/{name}", class_mean(per_class, self.averaged).float(), prog_bar=name in ("dice", "recall"))
             for cname, value in zip(self.class_names, per_class):
                 self.log(f"val/{name}_{cname}", value.float())
 

@@ -130,8 +130,7 @@ def summary_lines(cfg: ExperimentConfig, trained: TrainResult, evaluations: dict
     return [
         f"model: {trained.last_checkpoint.name} after {cfg.train.epochs} epochs "
         f"(best val Dice {_fmt(val_dice, 3)}), run {run_dir.name}",
-        f"test Dice {_fmt(quality.mean('dice'), 3)}, IoU {_fmt(quality.mean('iou'), 3)} (foreground mean over "
-        f"{len(base.classes) - 1} classes)",
+        f"test Dice {_fmt(quality.mean('dice'), 3)}, IoU {_fmt(quality.mean('iou'), 3)} ({quality.mean_label})",
         "ECE " + " → ".join(f"{k}{_fitted(evaluations, k)} {_fmt(v.ece)}" for k, v in ece.items()),
         "NLL " + " → ".join(f"{k} {_fmt(v.nll)}" for k, v in ece.items()),
         f"conformal CE at n_cal = {next(iter(conf.values())).n_cal} (set size at 1 − α = {REPORT_LEVEL}): {ce}",

@@ -120,7 +120,8 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
     cov = None if coverage is None else coverage.compute()
     quality = None
     if seg is not None:
-        quality = SegmentationQuality.from_dict({**quality_dict(seg, source.class_names), "num_images": len(source)})
+        measured = quality_dict(seg, source.class_names, source.averaged)
+        quality = SegmentationQuality.from_dict({**measured, "num_images": len(source)})
     result = EvaluationResult(
         name=name, source=describe(source), segmentation=quality, baseline=baseline,
         calibration={label: CalibrationSummary.of(r) for label, r in results.items()},

@@ -26,14 +26,23 @@ def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class SegmentationQuality:
-    """Per-class Dice, IoU, recall, precision, accuracy ``{metric: [C]}`` and their mean over the foreground
-    classes (``None`` where undefined)."""
+    """Per-class Dice, IoU, recall, precision, accuracy ``{metric: [C]}`` and their mean over
+    ``averaged_classes`` (by default every class not named like a background; ``None`` where undefined)."""
 
     classes: list[str]
     per_class: dict[str, list[float | None]]
     mean_foreground: dict[str, float | None]
     overall_accuracy: float | None = None
     num_images: int | None = None
+    averaged_classes: list[str] | None = None
+
+    @property
+    def mean_label(self) -> str:
+        """How tables name the class mean: ``mean (car, person, ...)``."""
+        names = self.averaged_classes
+        if not names:
+            return "foreground mean"
+        return f"mean ({', '.join(names)})" if len(names) <= 4 else f"mean ({len(names)} classes)"
 
     def mean(self, metric: str) -> float | None:
         return self.mean_foreground.get(metric)

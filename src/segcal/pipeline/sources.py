@@ -34,6 +34,7 @@ class Source(Protocol):
     ignore_index: int
     image_size: tuple[int, int]
     batch_size: int
+    averaged: list[int]
 
     def __len__(self) -> int: ...
 
@@ -80,6 +81,11 @@ class ModelSource:
     @property
     def ignore_index(self) -> int:
         return self.model.ignore_index
+
+    @property
+    def averaged(self) -> list[int]:
+        """The classes averaged in tables (the model's, from ``data.mean_classes`` at training)."""
+        return list(self.model.averaged)
 
     @property
     def image_size(self) -> tuple[int, int]:

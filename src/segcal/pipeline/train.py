@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from segcal.classes import averaged_classes
 from segcal.configio import dump_yaml
 from segcal.data.datamodule import build_datamodule
 from segcal.data.transforms import denormalize
@@ -142,7 +143,8 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> TrainResu
     dump_yaml(cfg, run_dir / "config.yaml")
 
     model = SegModel.from_configs(cfg.model, cfg.loss, cfg.optim, cfg.data.num_classes, dm.class_names,
-                                  cfg.data.ignore_index, cfg.data.augment.mixup_alpha, cfg.seed, cfg)
+                                  cfg.data.ignore_index, cfg.data.augment.mixup_alpha, cfg.seed, cfg,
+                                  averaged_classes(dm.class_names, cfg.data.mean_classes))
     ckpt_dir = run_dir / "checkpoints"
     periodic = ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                                every_n_epochs=cfg.train.checkpoint_every, save_top_k=-1, save_last=True,

@@ -38,7 +38,7 @@ def evaluate_original(model: SegModel, source, batch_size: int = 8, progress: bo
         truth = torch.from_numpy(pred.mask).masked_fill(~torch.from_numpy(pred.known), model.ignore_index)
         metrics.update(torch.from_numpy(pred.probs.argmax(0))[None], truth[None])
         n += 1
-    return {**quality_summary(metrics.compute(), model.class_names), "num_images": n}
+    return {**quality_summary(metrics.compute(), model.class_names, model.averaged), "num_images": n}
 
 
 def read_rounds(path: str | Path) -> list[dict]:

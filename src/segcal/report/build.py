@@ -77,7 +77,7 @@ def metrics_table(seg: SegmentationQuality) -> Html:
             for i in range(n)]
     total = 0
     if seg.mean_foreground:
-        rows.append(["foreground mean"] + [seg.mean(m) for m in metrics])
+        rows.append([seg.mean_label] + [seg.mean(m) for m in metrics])
         total = 1
     extra = [f"{k.replace('_', ' ')} {fmt(getattr(seg, k))}" for k in ("overall_accuracy", "num_images")
              if getattr(seg, k) is not None]
@@ -95,7 +95,7 @@ def summary_section(run: RunInputs) -> Html:
     heads: list[tuple[str, Any]] = []
     seg = next((e.result.segmentation for e in run.evaluations if e.result.segmentation), None) or run.val_metrics
     if seg is not None and seg.mean("dice") is not None:
-        heads.append(("Dice (foreground mean)", seg.mean("dice")))
+        heads.append((f"Dice, {seg.mean_label}", seg.mean("dice")))
     eces: dict[str, Any] = {}
     for e in run.evaluations:
         for label, res in e.result.calibration.items():
