@@ -31,6 +31,7 @@ def test_hand_computed_coverage_set_size_and_ce():
     assert res.mean_ce_per_class[1].item() == pytest.approx(0.3)  # |0.5 − 0.8|
     assert math.isnan(res.mean_ce_per_class[0].item())
     assert res.mean_set_size.item() == 1.5 and res.full_fraction.item() == 0.5 and res.empty_fraction.item() == 0
+    assert res.multi_fraction.item() == 0.5  # two classes: more than one class = the full set
     assert res.trivial_fraction.item() == 0.5 and res.trivial_fraction_per_class[0].tolist() == [1.0, 0.0]
     strict = evaluate_coverage(cp, [(test, torch.ones(2, 1, 1, dtype=torch.long))], alphas=[0.2], min_test_labels=3)
     assert math.isnan(strict.mean_ce) and strict.to_dict()["mean_ce"] is None
@@ -148,7 +149,7 @@ def test_coverage_accumulator_merge_equals_one_pass():
         (left if i % 2 else right).update(x, y)
     a, b = one.compute(), left.merge(right).compute()
     for name in ("coverage", "ce_map", "set_size_map", "marginal_coverage", "mean_set_size", "empty_fraction",
-                 "full_fraction", "label_counts"):
+                 "full_fraction", "multi_fraction", "label_counts"):
         assert torch.allclose(getattr(a, name).nan_to_num(-1), getattr(b, name).nan_to_num(-1)), name
     # brute force on one pixel: set sizes over the labelled images, and unlabelled pixels left out
     thr = one.thresholds  # [A, C, H, W]
@@ -158,3 +159,9 @@ def test_coverage_accumulator_merge_equals_one_pass():
     sizes = (scores[keep, :, 0, 0].unsqueeze(0) <= thr[:, :, 0, 0].unsqueeze(1)).sum(2).double().mean(1)
     assert torch.allclose(a.set_size_map[:, 0, 0], sizes)
     assert int(a.label_counts[:, 0, 0].sum()) == int(keep.sum())
+    # brute force over every labelled pixel: share of sets with more than one class, per level
+    inside = scores.unsqueeze(0) <= thr.unsqueeze(1)  # [A, N, C, H, W]
+    sizes_all = inside.sum(2)  # [A, N, H, W]
+    labelled = (labels < 3).unsqueeze(0).expand_as(sizes_all)
+    multi = ((sizes_all >= 2) & labelled).flatten(1).sum(1).double() / labelled[0].sum()
+    assert torch.allclose(a.multi_fraction, multi)

@@ -114,7 +114,7 @@ def test_full_report(full_run):
     for number in ("0.08765", "0.01235", "0.04568", "0.9012", "1.877", "0.7778", "0.8123"):
         assert number in text
     assert "15 equal-width bins" in text and "test Dice 0.812" in text
-    assert "0.01 &#177; 0.01 (1.5)" in text
+    assert "0.010 &#177; 0.010 (1.50)" in text and "mean set size over the level grid" in text
     assert "missing figure: eval/a-last/figures/gone.png" in text
     calibration = text.split('id="calibration"')[1].split("</section>")[0]
     assert calibration.count("0.08765") == 1 and "identical" not in text  # measured once, shown once

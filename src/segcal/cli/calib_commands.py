@@ -105,7 +105,9 @@ def coverage_table(results: list, level: float = 0.9) -> Table:
     rows = [("calibration images", [r.n_cal for r in results], 0), ("groups", [r.num_groups for r in results], 0),
             ("mean CE", [r.mean_ce for r in results], 4),
             (f"coverage at {level}", [a and a.coverage for a in at], 4),
-            (f"set size at {level}", [a and a.mean_set_size for a in at], 3),
+            (f"set size at {level}", [a and a.mean_set_size for a in at], 2),
+            (f"set size / classes at {level}", [a and a.relative_set_size for a in at], 3),
+            (f"> 1 class at {level}", [a and a.multi_fraction for a in at], 3),
             (f"full sets at {level}", [a and a.full_fraction for a in at], 3),
             ("empty sets", [r.empty_fraction for r in results], 3),
             ("trivial q̂ = 1", [r.trivial_fraction for r in results], 3)]
@@ -268,8 +270,8 @@ def _n_cals(text: str | None, pool: int) -> list[int]:
 def _sweep_columns() -> tuple[tuple[str, str, int], ...]:
     from segcal.conformal.sweep import AT_90
 
-    return (("mean_ce", "mean CE ± std", 4), (AT_90[0], "coverage at 0.9", 3), (AT_90[1], "set size at 0.9", 3),
-            (AT_90[2], "full sets at 0.9", 3))
+    return (("mean_ce", "mean CE ± std", 4), (AT_90[0], "coverage at 0.9", 3), (AT_90[1], "set size at 0.9", 2),
+            (AT_90[2], "> 1 class at 0.9", 3), (AT_90[3], "full sets at 0.9", 3))
 
 
 def sweep_table(result: dict) -> Table:

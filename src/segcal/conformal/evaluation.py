@@ -54,8 +54,8 @@ class CoverageResult:
     Maps: ``coverage [A, C, H, W]`` (NaN where no test label), ``label_counts [C, H, W]``,
     ``ce_map [C, H, W]`` (NaN below ``min_test_labels``), ``set_size_map [A, H, W]``.
     Per level ``[A]``: ``marginal_coverage``, ``mean_set_size``, ``empty_fraction``,
-    ``full_fraction``, ``trivial_fraction``; per level and class ``[A, C]``: ``class_coverage``,
-    ``trivial_fraction_per_class``.
+    ``full_fraction``, ``multi_fraction`` (sets holding more than one class), ``trivial_fraction``;
+    per level and class ``[A, C]``: ``class_coverage``, ``trivial_fraction_per_class``.
     """
 
     method: str
@@ -69,11 +69,16 @@ class CoverageResult:
     mean_set_size: torch.Tensor
     empty_fraction: torch.Tensor
     full_fraction: torch.Tensor
+    multi_fraction: torch.Tensor
     trivial_fraction: torch.Tensor
     trivial_fraction_per_class: torch.Tensor
     min_test_labels: int
     num_test_images: int
     calibration: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.coverage.shape[1])
 
     @property
     def mean_ce_per_class(self) -> torch.Tensor:
@@ -111,12 +116,13 @@ class CoverageResult:
             i = at90[0]
             out.update({level_key("coverage"): float(self.marginal_coverage[i]),
                         level_key("mean_set_size"): float(self.mean_set_size[i]),
-                        level_key("full_fraction"): float(self.full_fraction[i])})
+                        level_key("full_fraction"): float(self.full_fraction[i]),
+                        level_key("multi_fraction"): float(self.multi_fraction[i])})
         return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary, per-level curves and CE settings (no per-pixel maps)."""
-        return {**self.summary(), "levels": self.levels.tolist(),
+        return {**self.summary(), "num_classes": self.num_classes, "levels": self.levels.tolist(),
                 "min_test_labels": self.min_test_labels, "num_test_images": self.num_test_images,
                 "ce_pixels_per_class": [int(v) for v in self.ce_pixels],
                 "marginal_coverage": _floats(self.marginal_coverage),
@@ -124,6 +130,7 @@ class CoverageResult:
                 "mean_set_size_per_level": _floats(self.mean_set_size),
                 "empty_fraction_per_level": _floats(self.empty_fraction),
                 "full_fraction_per_level": _floats(self.full_fraction),
+                "multi_fraction_per_level": _floats(self.multi_fraction),
                 "trivial_fraction_per_level": _floats(self.trivial_fraction),
                 "trivial_fraction_per_class": _floats(self.trivial_fraction_per_class),
                 "calibration": self.calibration}
@@ -155,6 +162,7 @@ class CoverageAccumulator:
         self._others = (torch.arange(c).view(c, 1) + torch.arange(1, c)) % c  # [C, C − 1]: classes ≠ label
         self.min_hist = torch.zeros(a + 2, dtype=torch.long)  # empty set ⟺ level < min_c first_c
         self.max_hist = torch.zeros(a + 2, dtype=torch.long)  # full set ⟺ level ≥ max_c first_c
+        self.second_hist = torch.zeros(a + 2, dtype=torch.long)  # > 1 class ⟺ level ≥ 2nd smallest first_c
         self.num_images = 0
 
     def update(self, preds: torch.Tensor, labels: torch.Tensor, kind: Kind | None = None,
@@ -177,11 +185,13 @@ class CoverageAccumulator:
         self.covered_hist.add(*labelled_levels(first, y))
         others = self._others[y.clamp_min(0)].permute(0, 2, 1)  # [N, C − 1, P]
         self.size_hist.add(first.gather(1, others).reshape(-1, p), self._pixels.expand(n * (c - 1), p))
-        lo, hi = first[:, 0], first[:, 0]
+        lo, hi, second = first[:, 0], first[:, 0], torch.full_like(first[:, 0], a + 1)
         for k in range(1, c):  # elementwise: faster than a reduction over the class axis
+            second = torch.minimum(second, torch.maximum(lo, first[:, k]))
             lo, hi = torch.minimum(lo, first[:, k]), torch.maximum(hi, first[:, k])
         add_small_counts(self.min_hist, lo)  # unlabelled: a + 1 in every class, so in the last bin
         add_small_counts(self.max_hist, hi)
+        add_small_counts(self.second_hist, second)
         self.num_images += n
 
     @property
@@ -191,7 +201,7 @@ class CoverageAccumulator:
         return labelled_view(self.covered_hist.total(), c).sum(-1).T
 
     def _state(self) -> list[torch.Tensor]:
-        return [self.covered_hist.total(), self.size_hist.total(), self.min_hist, self.max_hist]
+        return [self.covered_hist.total(), self.size_hist.total(), self.min_hist, self.max_hist, self.second_hist]
 
     def merge(self, other: CoverageAccumulator) -> CoverageAccumulator:
         for mine, theirs in zip(self._state(), other._state()):
@@ -235,6 +245,7 @@ class CoverageAccumulator:
             mean_set_size=size_sum.sum((1, 2)).double() / total,
             empty_fraction=1 - cumulate_levels(self.min_hist[:-1]).double() / total,
             full_fraction=cumulate_levels(self.max_hist[:-1]).double() / total,
+            multi_fraction=cumulate_levels(self.second_hist[:-1]).double() / total,
             trivial_fraction=trivial.flatten(1).sum(1).double() / (c * h * w),
             trivial_fraction_per_class=trivial.flatten(2).sum(2).double() / (h * w),
             min_test_labels=self.min_test_labels, num_test_images=self.num_images,

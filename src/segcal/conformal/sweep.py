@@ -23,7 +23,7 @@ from segcal.methods import DEFAULT_N_CALS
 from segcal.outputs import Head, Kind
 
 SWEEP_METRICS = ("mean_ce", "mean_set_size", "full_fraction", "empty_fraction", "trivial_fraction")
-AT_90 = tuple(level_key(m) for m in ("coverage", "mean_set_size", "full_fraction"))  # when 0.9 is on the grid
+AT_90 = tuple(level_key(m) for m in ("coverage", "mean_set_size", "multi_fraction", "full_fraction"))  # 0.9 on grid
 
 
 def cache_test_scores(stream: Iterable[tuple[torch.Tensor, torch.Tensor]], kind: Kind = "logits",

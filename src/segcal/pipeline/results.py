@@ -98,6 +98,15 @@ class LevelSummary:
     coverage: float | None
     mean_set_size: float | None
     full_fraction: float | None
+    multi_fraction: float | None = None
+    num_classes: int | None = None
+
+    @property
+    def relative_set_size(self) -> float | None:
+        """Mean set size as a share of the number of classes (1 = every pixel gets the full set)."""
+        if self.mean_set_size is None or not self.num_classes:
+            return None
+        return self.mean_set_size / self.num_classes
 
 
 @dataclass
@@ -116,6 +125,8 @@ class CoverageSummary:
     marginal_coverage: list[float | None] = field(default_factory=list)
     mean_set_size_per_level: list[float | None] = field(default_factory=list)
     full_fraction_per_level: list[float | None] = field(default_factory=list)
+    multi_fraction_per_level: list[float | None] = field(default_factory=list)
+    num_classes: int | None = None
     empty_fraction_per_level: list[float | None] = field(default_factory=list)
     trivial_fraction_per_level: list[float | None] = field(default_factory=list)
     trivial_fraction_per_class: list[Any] = field(default_factory=list)
@@ -131,8 +142,10 @@ class CoverageSummary:
         if not hits:
             return None
         i = hits[0]
-        values = (self.marginal_coverage, self.mean_set_size_per_level, self.full_fraction_per_level)
-        return LevelSummary(level, *(v[i] if i < len(v) else None for v in values))
+        values = (self.marginal_coverage, self.mean_set_size_per_level, self.full_fraction_per_level,
+                  self.multi_fraction_per_level)
+        return LevelSummary(level, *(v[i] if i < len(v) else None for v in values),
+                            num_classes=self.num_classes or len(self.mean_ce_per_class) or None)
 
     @property
     def n_cal(self) -> int | None:

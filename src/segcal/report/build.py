@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from segcal.conformal.sweep import AT_90
 from segcal.io.atomic import atomic_write_text
 from segcal.pipeline.results import REPORT_LEVEL, CalibrationSummary, SegmentationQuality
 from segcal.report.html import (
@@ -213,12 +214,12 @@ def conformal_section(run: RunInputs) -> Html:
     for row, e in zip(rows, evals):
         c = e.result.conformal
         at = c.at(REPORT_LEVEL)
-        row += [at and at.coverage, at and at.mean_set_size, at and at.full_fraction, c.empty_fraction,
-                c.trivial_fraction, c.num_test_images]
+        row += [at and at.coverage, at and at.mean_set_size, at and at.relative_set_size, at and at.multi_fraction,
+                at and at.full_fraction, c.empty_fraction, c.trivial_fraction, c.num_test_images]
     level = f"@{REPORT_LEVEL}"
     headers = ["evaluation", "method", "n_cal", "groups", "mean CE", *[f"CE {c}" for c in classes],
-               f"coverage {level}", f"mean set size {level}", f"full sets {level}", "empty sets",
-               "trivial thresholds", "test images"]
+               f"coverage {level}", f"mean set size {level}", f"set size / C {level}", f"> 1 class {level}",
+               f"full sets {level}", "empty sets (grid mean)", "trivial thresholds (grid mean)", "test images"]
     mins = sorted({str(e.result.conformal.min_test_labels) for e in evals
                    if e.result.conformal.min_test_labels is not None})
     parts = [table(headers, rows, label_cols=2),
@@ -243,16 +244,20 @@ def sweep_section(run: RunInputs) -> Html:
     n_cals = sorted({s.get("n_cal") for s in summary if isinstance(s.get("n_cal"), int)})
     cell = {(str(s.get("method")), s.get("n_cal")): s for s in summary}
 
+    at_level = all(f"{AT_90[1]}_mean" in x for x in summary) and bool(summary)
+    size_key = f"{AT_90[1]}_mean" if at_level else "mean_set_size_mean"
+
     def text(s: dict | None) -> str:
         if s is None:
             return fmt(None)
-        std = s.get("mean_ce_std")
-        return (fmt(s.get("mean_ce_mean")) + (f" \u00b1 {fmt(std)}" if std is not None else "")
-                + f" ({fmt(s.get('mean_set_size_mean'))})")
+        mean, std, size = s.get("mean_ce_mean"), s.get("mean_ce_std"), s.get(size_key)
+        return (("\u2013" if mean is None else f"{mean:.3f}") + (f" \u00b1 {std:.3f}" if std is not None else "")
+                + ("" if size is None else f" ({size:.2f})"))
 
     rows = [[str(n), *[text(cell.get((m, n))) for m in methods]] for n in n_cals]
+    size = f"mean set size at 1\u2212\u03b1 = {REPORT_LEVEL}" if at_level else "mean set size over the level grid"
     parts = [table(["n_cal", *methods], rows) if rows else note("sweep.json has no summary rows", CMD_SWEEP),
-             para(f"cells: mean CE \u00b1 std over {fmt(run.sweep.get('repeats'))} repeats (mean set size)"
+             para(f"cells: mean CE \u00b1 std over {fmt(run.sweep.get('repeats'))} repeats ({size})"
                   + (f"; logits recalibrated by {recal} first" if (recal := run.sweep.get("recalibration")) else ""))]
     figs = figures_from(run.sweep.get("figures") or [], "sweep", run.run_dir / "sweep", run.run_dir)
     parts.append(figure_grid(figs, wide=True))
