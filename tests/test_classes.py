@@ -31,9 +31,9 @@ def test_tables_name_the_mean():
     results = {m: torch.tensor([0.9, 0.5, float("nan")]) for m in ("dice", "iou", "recall", "precision", "accuracy")}
     results["overall_accuracy"] = torch.tensor(0.8)
     q = SegmentationQuality.from_dict(quality_summary(results, ["sky", "road", "car"]))
-    assert q.mean("dice") == pytest.approx(0.7) and q.mean_label == "mean (sky, road, car)"
+    assert q.mean("dice") == pytest.approx(0.7) and q.mean_label == "mean over sky, road, car"
     q = SegmentationQuality.from_dict(quality_summary(results, ["sky", "road", "car"], [1]))
-    assert q.mean("dice") == pytest.approx(0.5) and q.mean_label == "mean (road)"
+    assert q.mean("dice") == pytest.approx(0.5) and q.mean_label == "mean over road"
 
 
 def test_the_model_monitors_the_configured_mean():

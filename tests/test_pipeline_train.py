@@ -90,7 +90,7 @@ def test_evaluate_segmentation_only(trained, tmp_path, capsys):
     assert main(["evaluate", str(res.last_checkpoint), "--split", "test", "--segmentation-only", "--out", str(out),
                  "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "mean (class1, class2)" in text and "dice" in text and "Calibration" not in text
+    assert "mean over class1, class2" in text and "dice" in text and "Calibration" not in text
     result = json.loads((out / "evaluation.json").read_text())
     assert result["segmentation"]["num_images"] == 8 and result["source"]["split"] == "test"
     assert result["calibration"] == {} and not list((out / "figures").glob("*.png"))

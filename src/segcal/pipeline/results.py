@@ -38,11 +38,11 @@ class SegmentationQuality:
 
     @property
     def mean_label(self) -> str:
-        """How tables name the class mean: ``mean (car, person, ...)``."""
+        """How tables name the class mean: ``mean over car, person``."""
         names = self.averaged_classes
         if not names:
             return "foreground mean"
-        return f"mean ({', '.join(names)})" if len(names) <= 4 else f"mean ({len(names)} classes)"
+        return f"mean over {', '.join(names)}" if len(names) <= 4 else f"mean over {len(names)} classes"
 
     def mean(self, metric: str) -> float | None:
         return self.mean_foreground.get(metric)
