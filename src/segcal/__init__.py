@@ -15,18 +15,12 @@ from segcal._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "CalibrationMetrics": "segcal.metrics", "SegmentationMetrics": "segcal.metrics",
-    "TemperatureScaling": "segcal.calibrators", "VectorScaling": "segcal.calibrators",
-    "SelectiveScaling": "segcal.calibrators", "LocalTemperatureScaling": "segcal.calibrators",
-    "PixelwiseCalibrator": "segcal.conformal", "ImagewiseCalibrator": "segcal.conformal",
-    "KandinskyCalibrator": "segcal.conformal", "evaluate_coverage": "segcal.conformal",
-    "CalibrationBundle": "segcal.calibrated", "load_bundle": "segcal.calibrated", "save_bundle": "segcal.calibrated",
-    "NotFittedError": "segcal.estimator",
-}
-
-__all__ = [*_EXPORTS, "__version__"]
-__getattr__, _dir = lazy_exports(__name__, _EXPORTS)
+_EXPORTS = {"segcal.metrics": "CalibrationMetrics SegmentationMetrics",
+            "segcal.calibrators": "TemperatureScaling VectorScaling SelectiveScaling LocalTemperatureScaling",
+            "segcal.conformal": "PixelwiseCalibrator ImagewiseCalibrator KandinskyCalibrator evaluate_coverage",
+            "segcal.calibrated": "CalibrationBundle load_bundle save_bundle", "segcal.estimator": "NotFittedError"}
+__getattr__, _dir, _names = lazy_exports(__name__, _EXPORTS)
+__all__ = [*_names, "__version__"]
 
 
 def __dir__() -> list[str]:

@@ -7,8 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 
-def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``(__getattr__, __dir__)`` for ``package`` exporting ``name → module`` on first access."""
+def lazy_exports(package: str, modules: dict[str, str]
+                 ) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
+    """``(__getattr__, __dir__, __all__)`` for ``package`` exporting, on first access, the space-separated
+    names of each ``{module: "Name other_name"}`` entry."""
+    exports = {name: module for module, names in modules.items() for name in names.split()}
     def __getattr__(name: str) -> Any:
         if name not in exports:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
@@ -19,4 +22,4 @@ def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str],
     def __dir__() -> list[str]:
         return sorted(exports)
 
-    return __getattr__, __dir__
+    return __getattr__, __dir__, list(exports)

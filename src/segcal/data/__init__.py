@@ -1,24 +1,10 @@
 """Datasets (folder, COCO, synthetic), splits, transforms and the Lightning data module."""
 from segcal._lazy import lazy_exports
 
-_EXPORTS = {
-    "CocoDataset": "segcal.data.coco",
-    "AugmentConfig": "segcal.data.config",
-    "DataConfig": "segcal.data.config",
-    "SyntheticConfig": "segcal.data.config",
-    "SegDataModule": "segcal.data.datamodule",
-    "build_datamodule": "segcal.data.datamodule",
-    "build_dataset": "segcal.data.datamodule",
-    "FolderDataset": "segcal.data.folder",
-    "write_folder_dataset": "segcal.data.folder",
-    "mixup_batch": "segcal.data.mixup",
-    "make_splits": "segcal.data.splits",
-    "read_manifests": "segcal.data.splits",
-    "write_manifests": "segcal.data.splits",
-    "SyntheticDataset": "segcal.data.synthetic",
-    "difficulty_map": "segcal.data.synthetic",
-    "SegTransform": "segcal.data.transforms",
-    "denormalize": "segcal.data.transforms",
-}
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+_EXPORTS = {"segcal.data.coco": "CocoDataset", "segcal.data.config": "AugmentConfig DataConfig SyntheticConfig",
+            "segcal.data.datamodule": "SegDataModule build_datamodule build_dataset",
+            "segcal.data.folder": "FolderDataset write_folder_dataset", "segcal.data.mixup": "mixup_batch",
+            "segcal.data.splits": "make_splits read_manifests write_manifests",
+            "segcal.data.synthetic": "SyntheticDataset difficulty_map",
+            "segcal.data.transforms": "SegTransform denormalize"}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
