@@ -16,9 +16,9 @@ from segcal.conformal.evaluation import CoverageResult
 from segcal.metrics.calibration_results import CalibrationResults
 from segcal.plots.calibration import plot_all
 from segcal.plots.conformal import (
-    plot_ce_map,
+    plot_ce_maps,
     plot_coverage_vs_nominal,
-    plot_group_map,
+    plot_group_maps,
     plot_prediction_set_overlay,
     plot_set_size_map,
 )
@@ -61,13 +61,12 @@ def write_figures(folder: Path, calibration: list[CalibrationResults], coverage:
         entries.append(_entry(key, title, path, root, "calibration"))
     if coverage is None or conformal is None:
         return entries
-    fg = len(class_names) - 1  # the last class: the foreground of a binary task
     conformal_plots: list[tuple[str, str, Any]] = [
-        ("group_map", f"Group map ({conformal.method}, {class_names[fg]})",
-         lambda p: plot_group_map(conformal.group_map_, fg, f"{conformal.method}: {conformal.num_groups_} groups",
-                                  path=p)),
-        ("ce_map", f"Per-pixel coverage error ({class_names[fg]})",
-         lambda p: plot_ce_map(coverage, fg, class_names, path=p)),
+        ("group_map", f"Group maps ({conformal.method}), every class",
+         lambda p: plot_group_maps(conformal.group_map_, class_names,
+                                   f"{conformal.method}: {conformal.num_groups_} groups", path=p)),
+        ("ce_map", "Per-pixel coverage error, every class",
+         lambda p: plot_ce_maps(coverage, class_names, path=p)),
         ("coverage_vs_nominal", "Coverage vs nominal level", lambda p: plot_coverage_vs_nominal(coverage, path=p)),
         ("set_size_map", f"Mean set size per pixel at α = {examples.alpha:g}",
          lambda p: plot_set_size_map(coverage, examples.alpha, path=p)),

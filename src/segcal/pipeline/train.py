@@ -192,5 +192,5 @@ def write_samples(model: SegModel, dataset, cfg: ExperimentConfig, path: Path) -
     preds = model.predict_labels(logits).numpy()
     rgb = np.stack([denormalize(img, cfg.data).permute(1, 2, 0).numpy() for img in images])
     truths = np.stack([it["mask"].numpy() for it in items])
-    return plot_samples(rgb, truths, preds, [it["name"] for it in items], cfg.data.num_classes,
+    return plot_samples(rgb, truths, preds, [it["name"] for it in items], model.class_names,
                         cfg.data.ignore_index, path)

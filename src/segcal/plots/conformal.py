@@ -19,6 +19,7 @@ from matplotlib.patches import Patch
 from segcal.conformal.evaluation import CoverageResult
 from segcal.conformal.sweep import summarise_sweep
 from segcal.plots.figure import Figure, new_figure, save_figure
+from segcal.plots.palette import class_palette
 
 PathLike = str | os.PathLike | None
 
@@ -51,6 +52,55 @@ def plot_ce_map(result: CoverageResult, class_index: int = -1, class_names: Sequ
     return _finish(fig, path)
 
 
+def _class_grid(count: int, panel: float = 2.6) -> tuple[Figure, list]:
+    cols = min(count, 4)
+    rows = -(-count // cols)
+    fig, axes = new_figure(rows, cols, figsize=(panel * cols + 1.2, panel * rows + 0.4), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[count:]:
+        ax.set_axis_off()
+    return fig, flat[:count]
+
+
+def plot_ce_maps(result: CoverageResult, class_names: Sequence[str] | None = None, path: PathLike = None) -> Figure:
+    """Per-pixel coverage error of every class, one named panel each, on one colour scale (grey: fewer than
+    ``min_test_labels`` test labels)."""
+    ce = result.ce_map.double().numpy()
+    fig, axes = _class_grid(ce.shape[0])
+    cmap = matplotlib.colormaps["magma"].with_extremes(bad="0.75")
+    vmax = max(0.5, float(np.nanmax(ce))) if np.isfinite(ce).any() else 0.5
+    im = None
+    for c, ax in enumerate(axes):
+        im = ax.imshow(np.ma.masked_invalid(ce[c]), cmap=cmap, vmin=0, vmax=vmax)
+        mean = float(result.mean_ce_per_class[c])
+        ax.set_title(f"{_class_name(class_names, c)}: CE {'–' if np.isnan(mean) else f'{mean:.3f}'}", fontsize=8)
+        ax.set_axis_off()
+    fig.colorbar(im, ax=axes, label="coverage error", shrink=0.8)
+    fig.suptitle(f"{result.method}: per-pixel coverage error per class", fontsize=9)
+    return _finish(fig, path)
+
+
+def plot_group_maps(group_map: torch.Tensor, class_names: Sequence[str] | None = None, title: str = "groups",
+                    path: PathLike = None) -> Figure:
+    """The group map of every class ``[C, H, W]``, one named panel each."""
+    maps = group_map.long().numpy()
+    k = int(maps.max()) + 1
+    fig, axes = _class_grid(maps.shape[0])
+    colors = class_palette(min(k, 20))
+    for c, ax in enumerate(axes):
+        if k > 20:  # pixelwise: ids are not categories
+            ax.imshow(maps[c], cmap="viridis")
+        else:
+            ax.imshow(maps[c], cmap=ListedColormap(colors), vmin=-0.5, vmax=k - 0.5, interpolation="nearest")
+        ax.set_title(_class_name(class_names, c), fontsize=8)
+        ax.set_axis_off()
+    if k <= 20:
+        axes[-1].legend(handles=[Patch(color=colors[i], label=f"group {i}") for i in range(k)],
+                        loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
+    fig.suptitle(f"{title} ({k} groups)", fontsize=9)
+    return _finish(fig, path)
+
+
 def plot_group_map(group_map: torch.Tensor, class_index: int = -1, title: str = "groups",
                    path: PathLike = None) -> Figure:
     """Group ids ``[H, W]`` or ``[C, H, W]`` (one class shown) as a categorical map."""
@@ -62,7 +112,7 @@ def plot_group_map(group_map: torch.Tensor, class_index: int = -1, title: str = 
         im = ax.imshow(g, cmap="viridis")
         fig.colorbar(im, ax=ax, label="group id")
     else:
-        colors = matplotlib.colormaps["tab20" if k > 10 else "tab10"](np.arange(k))
+        colors = class_palette(k)
         ax.imshow(g, cmap=ListedColormap(colors), vmin=-0.5, vmax=k - 0.5, interpolation="nearest")
         ax.legend(handles=[Patch(color=colors[i], label=f"group {i}") for i in range(k)],
                   loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
@@ -145,8 +195,8 @@ def plot_sweep(records: Iterable[Mapping[str, Any]], metrics: Sequence[str] = ("
 
 
 def set_palette(num_classes: int) -> np.ndarray:
-    """Colour per class ``[C, 3]`` in [0, 1] (tab10)."""
-    return matplotlib.colormaps["tab10"](np.arange(num_classes) % 10)[:, :3]
+    """Colour per class ``[C, 3]`` in [0, 1] (distinct for any number of classes, see :mod:`.palette`)."""
+    return class_palette(num_classes)
 
 
 def set_colours(sets: torch.Tensor) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from segcal.plots.figure import new_figure, save_figure
-from segcal.plots.training import class_colormap
+from segcal.plots.palette import class_colormap
 
 ROUND_METRICS = ("iou", "dice", "recall", "precision")
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-from matplotlib.colors import ListedColormap
 
 from segcal.plots.figure import new_figure, save_figure
+from segcal.plots.palette import class_colormap, class_legend
 
 
 def read_metrics_csv(path: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
@@ -45,20 +45,13 @@ def plot_curves(series: dict[str, list[tuple[int, float]]], path: str | os.PathL
     return save_figure(fig, path)
 
 
-def class_colormap(num_classes: int, ignore_color=(1.0, 1.0, 1.0)) -> ListedColormap:
-    """Distinct colours for classes 0..C-1, plus one for ignored pixels (index C)."""
-    base = matplotlib.colormaps.get_cmap("tab10" if num_classes <= 10 else "tab20")
-    colors = [(0.05, 0.05, 0.05)] + [base(i % base.N)[:3] for i in range(num_classes - 1)] + [ignore_color]
-    return ListedColormap(colors)
-
-
 def plot_samples(images: np.ndarray, truths: np.ndarray, preds: np.ndarray, names: list[str],
-                 num_classes: int, ignore_index: int, path: str | os.PathLike) -> Path:
-    """Grid of rows (image / true mask / predicted mask).
+                 class_names: Sequence[str], ignore_index: int, path: str | os.PathLike) -> Path:
+    """Grid of rows (image / true mask / predicted mask) with a legend naming the class colours.
 
     ``images [N, H, W, 3]`` in [0, 1], ``truths`` and ``preds`` ``[N, H, W]`` integer labels.
     """
-    n = len(images)
+    n, num_classes = len(images), len(class_names)
     cmap = class_colormap(num_classes)
     fig, axes = new_figure(n, 3, figsize=(7.5, 2.4 * n), squeeze=False)
     for i in range(n):
@@ -70,5 +63,6 @@ def plot_samples(images: np.ndarray, truths: np.ndarray, preds: np.ndarray, name
                 ax.imshow(img, cmap=cmap, vmin=0, vmax=num_classes, interpolation="nearest")
             ax.set_title(f"{title}: {names[i]}" if title == "image" else title, fontsize=8)
             ax.axis("off")
+    class_legend(axes[0, -1], class_names)
     fig.tight_layout()
     return save_figure(fig, path)
