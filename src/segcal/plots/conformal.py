@@ -73,7 +73,8 @@ def plot_ce_maps(result: CoverageResult, class_names: Sequence[str] | None = Non
     for c, ax in enumerate(axes):
         im = ax.imshow(np.ma.masked_invalid(ce[c]), cmap=cmap, vmin=0, vmax=vmax)
         mean = float(result.mean_ce_per_class[c])
-        ax.set_title(f"{_class_name(class_names, c)}: CE {'–' if np.isnan(mean) else f'{mean:.3f}'}", fontsize=8)
+        value = f"< {result.min_test_labels} test labels per pixel" if np.isnan(mean) else f"CE {mean:.3f}"
+        ax.set_title(f"{_class_name(class_names, c)}: {value}", fontsize=8)
         ax.set_axis_off()
     fig.colorbar(im, ax=axes, label="coverage error", shrink=0.8)
     fig.suptitle(f"{result.method}: per-pixel coverage error per class", fontsize=9)
