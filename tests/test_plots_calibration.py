@@ -29,7 +29,8 @@ def results(seed=0, temperature=1.0, label="", ignore_all=False, **kwargs):
 
 def test_plot_all_writes_every_figure(tmp_path):
     paths = plot_all(results(class_maps=True), tmp_path / "figs")
-    assert set(paths) == {"reliability", "confidence_histogram", "image_ece_histogram", "boundary_interior", "ece_map"}
+    assert set(paths) == {"reliability", "confidence_histogram", "image_ece_histogram", "boundary_interior", "ece_map",
+                          "gap_map"}
     for path in paths.values():
         assert path.exists() and path.stat().st_size > 1000
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == sorted(p.name for p in paths.values())

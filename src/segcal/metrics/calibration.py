@@ -306,6 +306,7 @@ class CalibrationMetrics(Metric):
         if self.ece_map and self.map_count.numel():
             stats = self._binned("map")
             out["ece_map"], out["map_count"] = stats.ece().cpu(), stats.total().long().cpu()
+            out["gap_map"], out["accuracy_map"] = stats.signed_gap().cpu(), stats.overall_accuracy().cpu()
         if self.class_maps and self.class_map_count.numel():
             out["class_ece_maps"] = self._binned("class_map").ece().cpu()
         return out

@@ -66,7 +66,7 @@ def lookup(d: Any, path: tuple[Any, ...]) -> Any:
 
 
 SCALARS = ("ece", "mce", "rmsce", "adaptive_ece", "adaptive_ece_bound", "mean_classwise_ece", "brier", "nll")
-MAPS = ("ece_map", "map_count", "class_ece_maps")
+MAPS = ("ece_map", "map_count", "class_ece_maps", "gap_map", "accuracy_map")
 
 
 @dataclass
@@ -108,6 +108,8 @@ class CalibrationResults:
     ece_map: torch.Tensor | None = None
     map_count: torch.Tensor | None = None
     class_ece_maps: torch.Tensor | None = None
+    gap_map: torch.Tensor | None = None  # [H, W] confidence − accuracy (signed)
+    accuracy_map: torch.Tensor | None = None  # [H, W] top-label accuracy
     label: str = field(default="")
 
     @property

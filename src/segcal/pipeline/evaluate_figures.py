@@ -57,7 +57,10 @@ def write_figures(folder: Path, calibration: list[CalibrationResults], coverage:
     root = folder.parent
     entries = []
     for key, path in (plot_all(calibration, folder) if calibration else {}).items():
-        title = CALIBRATION_TITLES.get(key, "Per-pixel ECE map" + key.removeprefix("ece_map").replace("_", " "))
+        if key.startswith("gap_map"):
+            title = "Over- / under-confidence map" + key.removeprefix("gap_map").replace("_", " ")
+        else:
+            title = CALIBRATION_TITLES.get(key, "Per-pixel ECE map" + key.removeprefix("ece_map").replace("_", " "))
         entries.append(_entry(key, title, path, root, "calibration"))
     if coverage is None or conformal is None:
         return entries

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import torch
 
 from segcal.metrics.calibration_results import CalibrationResults
 from segcal.plots.figure import Figure, new_figure, save_figure
@@ -89,6 +90,55 @@ def plot_ece_map(results: CalibrationResults, path: PathLike = None, class_index
     im = ax.imshow(grid, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="ECE")
     ax.set_title(f"Per-pixel ECE, {what} ({results.binning}; {results.num_images} images)", fontsize=9)
+    ax.axis("off")
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def pool_gap(results: CalibrationResults, min_samples: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The signed gap (confidence − accuracy) pooled over ``k × k`` pixel blocks, with ``k`` the smallest power
+    of two whose median block holds ``min_samples`` labelled pixels: ``(gap, standard error, samples, k)``, each
+    ``[H/k, W/k]``; the standard error is ``sqrt(acc (1 − acc) / n)`` per block (NaN where empty)."""
+    n = results.map_count.double()
+    diff = torch.nan_to_num(results.gap_map.double()) * n
+    correct = torch.nan_to_num(results.accuracy_map.double()) * n
+    h, w = n.shape
+    k = 1
+    while k < max(h, w):
+        counts = torch.nn.functional.avg_pool2d(n[None, None], k, ceil_mode=True)[0, 0] * k * k
+        if float(counts[counts > 0].median()) >= min_samples:
+            break
+        k *= 2
+
+    def block_sum(x: torch.Tensor) -> torch.Tensor:
+        pad = (0, (-w) % k, 0, (-h) % k)
+        return torch.nn.functional.pad(x, pad)[None, None].unfold(2, k, k).unfold(3, k, k).sum((-1, -2))[0, 0]
+
+    cnt, dsum, csum = block_sum(n), block_sum(diff), block_sum(correct)
+    safe = cnt.clamp_min(1)
+    gap = torch.where(cnt > 0, dsum / safe, torch.full_like(cnt, float("nan")))
+    acc = csum / safe
+    se = torch.where(cnt > 0, (acc * (1 - acc) / safe).sqrt(), torch.full_like(cnt, float("nan")))
+    return gap.numpy(), se.numpy(), cnt.numpy(), k
+
+
+def plot_gap_map(results: CalibrationResults, path: PathLike = None, min_samples: int = 2000) -> Figure:
+    """Where the model is over-confident (red) or under-confident (blue): the signed gap confidence − accuracy
+    pooled to blocks that hold enough pixels for a stable estimate (see :func:`pool_gap`), with the block size,
+    samples per block and the typical standard error in the title."""
+    if results.gap_map is None or results.map_count is None:
+        raise ValueError("results have no per-pixel maps (compute them with ece_map=True)")
+    gap, se, cnt, k = pool_gap(results, min_samples)
+    vmax = max(0.05, float(np.nanmax(np.abs(gap)))) if np.isfinite(gap).any() else 0.05
+    h, w = gap.shape
+    fig, ax = new_figure(figsize=(1.6 + 5.0 * w / max(h, w), 0.9 + 5.0 * h / max(h, w)))
+    cmap = matplotlib.colormaps.get_cmap("RdBu_r").with_extremes(bad="0.75")
+    im = ax.imshow(np.ma.masked_invalid(gap), cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="confidence − accuracy")
+    typical = float(np.nanmedian(se)) if np.isfinite(se).any() else float("nan")
+    ax.set_title(f"Over- (red) / under-confidence (blue), {k}×{k}-pixel blocks\n"
+                 f"median {int(np.median(cnt[cnt > 0])) if (cnt > 0).any() else 0} labelled pixels per block, "
+                 f"typical standard error {typical:.3f}; {results.num_images} images", fontsize=9)
     ax.axis("off")
     fig.tight_layout()
     return _finish(fig, path)
@@ -183,6 +233,10 @@ def plot_all(results: ResultsArg, out_dir: str | os.PathLike, prefix: str = "") 
             name = f"ece_map{suffix}"
             paths[name] = out / f"{prefix}{name}.png"
             plot_ece_map(r, paths[name])
+        if r.gap_map is not None:
+            name = f"gap_map{'' if len(items) == 1 else f'_{_slug(_name(r, i))}'}"
+            paths[name] = out / f"{prefix}{name}.png"
+            plot_gap_map(r, paths[name])
     return paths
 
 

@@ -184,6 +184,15 @@ class BinnedStats:
         gap = (self.conf_sum - self.correct_sum).abs().sum(-1)
         return _nan_where_empty(gap, self.total())
 
+    def signed_gap(self) -> torch.Tensor:
+        """Confidence minus accuracy over all bins per cell, ``float64 [*cells]`` (positive: over-confident);
+        NaN for cells without samples."""
+        return _nan_where_empty((self.conf_sum - self.correct_sum).sum(-1), self.total())
+
+    def overall_accuracy(self) -> torch.Tensor:
+        """Accuracy over all bins per cell, ``float64 [*cells]`` (NaN for cells without samples)."""
+        return _nan_where_empty(self.correct_sum.sum(-1), self.total())
+
     def mce(self) -> torch.Tensor:
         """Maximum calibration error ``max_b |acc_b − conf_b|`` over non-empty bins, ``[*cells]`` (NaN if none)."""
         gap = (self.accuracy() - self.confidence()).abs()
