@@ -90,7 +90,8 @@ def test_predict_then_evaluate_saved_predictions_gives_the_same_numbers(run, con
     out = tmp_path / "preds"
     assert _cli("predict", conformal_ckpt, "--out", out, "--alpha", "0.1") == 0
     files = sorted(out.glob("*.npz"))
-    assert len(files) == 8 and (out / "meta.json").is_file() and len(list((out / "sets").glob("*.png"))) == 8
+    assert len(files) == 8 and (out / "meta.json").is_file()
+    assert len(list((out / "sets").glob("*.png"))) == 8 + 1 and (out / "sets" / "legend.png").is_file()
     with np.load(files[0]) as z:
         assert z["sets"].shape == (3, 32, 32) and z["sets"].dtype == bool
         assert (z["set_size"] == z["sets"].sum(0)).all()

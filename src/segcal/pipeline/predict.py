@@ -3,8 +3,8 @@
 ``<out>/<name>.npz`` holds ``logits [C, H, W]`` float32 (recalibrated when the checkpoint
 carries a recalibrator) and, with ``alpha``, ``sets [C, H, W]`` bool and ``set_size [H, W]``
 uint8; ``<out>/masks/<name>.png`` the labels; ``<out>/meta.json`` classes, head and source.
-With ``alpha`` also ``<out>/sets/<name>.png``: singleton sets in their class colour,
-ambiguous pixels white, empty sets black. The folder is directly usable as
+With ``alpha`` also ``<out>/sets/<name>.png`` (colour key: ``sets/legend.png``): singleton sets in
+their class colour, ambiguous pixels white, empty sets black. The folder is directly usable as
 ``segcal evaluate --predictions <out>``.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from segcal.data.predictions import PredictionWriter
 from segcal.io.atomic import atomic_write
 from segcal.pipeline.progress import track
 from segcal.pipeline.sources import Stream, describe
-from segcal.plots.conformal import set_colours
+from segcal.plots.conformal import plot_set_legend, set_colours
 
 
 def predict(source, out_dir: str | Path, bundle: CalibrationBundle | None = None, alpha: float | None = None,
@@ -37,12 +37,15 @@ def predict(source, out_dir: str | Path, bundle: CalibrationBundle | None = None
     out = Path(out_dir)
     info = describe(source)
     info["calibration"] = bundle.describe()
-    sizes, count = [], 0
+    sizes, count, legend_written = [], 0, False
     with PredictionWriter(out, classes=source.class_names, head=source.head, ignore_index=source.ignore_index,
                           source=info, overwrite=overwrite) as writer:
         for batch in track(Stream(source, bundle.apply), "predict", enabled=progress):
             logits = batch.logits
             sets = None if alpha is None else bundle.conformal.predict_set(logits, alpha, "logits", source.head)
+            if sets is not None and not legend_written:
+                plot_set_legend(source.class_names, path=writer.path("sets/legend.png"))
+                legend_written = True
             for i, name in enumerate(batch.names):
                 extra = {}
                 if sets is not None:

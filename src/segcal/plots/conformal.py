@@ -212,6 +212,23 @@ def set_colours(sets: torch.Tensor) -> np.ndarray:
     return colour
 
 
+def set_legend_handles(class_names: Sequence[str]) -> list[Patch]:
+    """Legend entries of set images: one colour per class (a singleton set), white ambiguous, black empty."""
+    palette = set_palette(len(class_names))
+    handles = [Patch(color=palette[c], label=f"{{{name}}}") for c, name in enumerate(class_names)]
+    return handles + [Patch(facecolor="white", edgecolor="k", label="ambiguous (≥ 2 classes)"),
+                      Patch(color="black", label="empty")]
+
+
+def plot_set_legend(class_names: Sequence[str], path: PathLike = None) -> Figure:
+    """The colour key of the set images ``segcal predict`` writes (``sets/legend.png``)."""
+    fig, ax = new_figure(figsize=(3.2, 0.45 + 0.28 * (len(class_names) + 2)))
+    ax.legend(handles=set_legend_handles(class_names), loc="center", fontsize=8, frameon=False,
+              ncol=1 if len(class_names) <= 20 else 2)
+    ax.set_axis_off()
+    return _finish(fig, path)
+
+
 def plot_prediction_set_overlay(image: torch.Tensor | np.ndarray, sets: torch.Tensor,
                                 class_names: Sequence[str] | None = None, alpha: float | None = None,
                                 opacity: float = 0.5, path: PathLike = None,
@@ -231,16 +248,13 @@ def plot_prediction_set_overlay(image: torch.Tensor | np.ndarray, sets: torch.Te
     num_classes = s.shape[0]
     size = s.sum(0).numpy()
     keep = np.ones(size.shape, bool) if valid is None else np.asarray(valid, dtype=bool)
-    palette = set_palette(num_classes)
     colour = set_colours(s)
     fig, ax = new_figure(figsize=(6, 4.8))
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
     ax.imshow(np.concatenate([colour, np.where(keep, opacity, 0.0)[..., None]], axis=-1))
     size = size[keep] if keep.any() else size.ravel()
-    handles = [Patch(color=palette[c], label=f"{{{_class_name(class_names, c)}}}") for c in range(num_classes)]
-    handles += [Patch(facecolor="white", edgecolor="k", label="ambiguous (≥ 2 classes)"),
-                Patch(color="black", label="empty")]
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    names = [_class_name(class_names, c) for c in range(num_classes)]
+    ax.legend(handles=set_legend_handles(names), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     level = "" if alpha is None else f" at 1 − α = {1 - alpha:.2f}"
     ax.set_title(f"prediction sets{level}: {100 * (size > 1).mean():.1f}% ambiguous,"
                  f" {100 * (size == 0).mean():.1f}% empty", fontsize=9)
