@@ -55,7 +55,7 @@ def test_resume_continues_from_checkpoint(trained, tmp_path):
 def test_same_seed_same_result(tmp_path):
     a = train(experiment_from_dict(tiny_experiment_dict(tmp_path, train={"epochs": 1})), tmp_path / "a")
     b = train(experiment_from_dict(tiny_experiment_dict(tmp_path, train={"epochs": 1})), tmp_path / "b")
-    assert a.val_metrics["per_class"] == b.val_metrics["per_class"]
+    assert a.val_metrics.per_class == b.val_metrics.per_class
 
 
 def test_sigmoid_attention_unet_tversky_mixup_sgd_schedule(tmp_path):
@@ -71,7 +71,7 @@ def test_sigmoid_attention_unet_tversky_mixup_sgd_schedule(tmp_path):
     model = load_model(res.best_checkpoint, "cpu")
     assert model.net(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32)  # binary sigmoid head: one channel
     assert any((tmp_path / "run" / "tb").iterdir())
-    assert res.val_metrics["mean_foreground"]["recall"] == res.val_metrics["per_class"]["recall"][1]
+    assert res.val_metrics.mean("recall") == res.val_metrics.per_class["recall"][1]
 
 
 def test_step_scheduler_and_adam(tmp_path):

@@ -46,15 +46,13 @@ def demo(args: argparse.Namespace) -> int:
 def train(args: argparse.Namespace) -> int:
     from segcal.pipeline.config import load_experiment
     from segcal.pipeline.configs import resolve_config
-    from segcal.pipeline.results import SegmentationQuality
     from segcal.pipeline.train import train as run_train
 
     overrides = list(args.overrides) + ([f"train.resume={args.resume}"] if args.resume else [])
     overrides += ["train.progress=false"] if args.no_progress else []
     cfg = load_experiment(resolve_config(args.config), overrides)
     result = run_train(cfg, args.run_dir)
-    quality = SegmentationQuality.from_dict(result.val_metrics)
-    out.print(metrics_table(quality, f"Validation ({result.best_checkpoint.name})"))
+    out.print(metrics_table(result.val_metrics, f"Validation ({result.best_checkpoint.name})"))
     out.print(f"run directory: {result.run_dir}  ({result.seconds:.0f} s)", highlight=False)
     return 0
 

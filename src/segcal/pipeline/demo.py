@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from segcal.calibrated import save_bundle
@@ -109,7 +109,8 @@ def run_demo(out: str = "runs", quick: bool = False, data: str | None = None, ov
                       seed=cfg.seed, progress=progress)
     summary = summary_lines(cfg, trained, evaluations, run_dir)
     seconds = time.time() - start
-    write_json(run_dir / "summary.json", {"summary": summary, "seconds": seconds, "val_best": trained.val_metrics})
+    write_json(run_dir / "summary.json", {"summary": summary, "seconds": seconds,
+                                          "val_best": asdict(trained.val_metrics)})
     say("6/6 writing the HTML report")
     report = build_report(run_dir)
     return DemoResult(run_dir, trained, evaluations, sweep, report, summary, time.time() - start,
@@ -126,7 +127,7 @@ def summary_lines(cfg: ExperimentConfig, trained: TrainResult, evaluations: dict
     conf = {m: evaluations[f"last.{m}-test"].conformal for m in CONFORMAL}
     ce = ", ".join(f"{m} {_fmt(c.mean_ce)} (set size {_fmt(c.at(REPORT_LEVEL).mean_set_size, 2)})"
                    for m, c in conf.items())
-    val_dice = SegmentationQuality.from_dict(trained.val_metrics).mean("dice")
+    val_dice = trained.val_metrics.mean("dice")
     return [
         f"model: {trained.last_checkpoint.name} after {cfg.train.epochs} epochs "
         f"(best val Dice {_fmt(val_dice, 3)}), run {run_dir.name}",

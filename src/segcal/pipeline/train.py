@@ -41,6 +41,7 @@ from segcal.pipeline.config import ExperimentConfig
 from segcal.pipeline.evaluate_seg import evaluate_segmentation_model
 from segcal.pipeline.inference import load_model, run_model
 from segcal.pipeline.progress import interactive
+from segcal.pipeline.results import SegmentationQuality
 from segcal.pipeline.training_log import EpochLines, ResumableCSVLogger, trim_log
 from segcal.plots.training import plot_curves, plot_samples, read_metrics_csv
 
@@ -55,7 +56,7 @@ class TrainResult:
     best_checkpoint: Path
     last_checkpoint: Path
     checkpoints: list[Path]
-    val_metrics: dict
+    val_metrics: SegmentationQuality | None  # of the best checkpoint on the validation split (None on DDP ranks > 0)
     seconds: float
 
 
@@ -169,7 +170,7 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> TrainResu
 
     best_path = Path(best.best_model_path) if best.best_model_path else ckpt_dir / "last.ckpt"
     if not trainer.is_global_zero:  # under DDP only rank 0 writes the figures and val_metrics.json
-        return TrainResult(run_dir, best_path, ckpt_dir / "last.ckpt", [], {}, time.time() - start)
+        return TrainResult(run_dir, best_path, ckpt_dir / "last.ckpt", [], None, time.time() - start)
     figures = run_dir / "figures"
     metrics_csv = run_dir / "logs" / "metrics.csv"
     if metrics_csv.is_file():
@@ -180,8 +181,8 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> TrainResu
     write_json(run_dir / "val_metrics.json", val)
     if cfg.train.vis_samples > 0:
         write_samples(best_model, dm.dataset("val"), cfg, figures / "samples.png")
-    return TrainResult(run_dir, best_path, ckpt_dir / "last.ckpt", sorted(ckpt_dir.glob("epoch*.ckpt")), val,
-                       time.time() - start)
+    return TrainResult(run_dir, best_path, ckpt_dir / "last.ckpt", sorted(ckpt_dir.glob("epoch*.ckpt")),
+                       SegmentationQuality.from_dict(val), time.time() - start)
 
 
 def write_samples(model: SegModel, dataset, cfg: ExperimentConfig, path: Path) -> Path:
