@@ -13,6 +13,7 @@ Writes that fail for lack of space or permission raise :class:`OutputError` nami
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import hashlib
@@ -56,13 +57,11 @@ def _pid_alive(pid: int) -> bool:
 
 def _remove(path: Path) -> None:
     """Best-effort removal of a temporary file or folder (never raises)."""
-    try:
+    with contextlib.suppress(OSError):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-    except OSError:
-        pass
 
 
 def clean_stale_temps(target: str | os.PathLike) -> list[Path]:

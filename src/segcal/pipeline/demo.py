@@ -87,7 +87,7 @@ def run_demo(out: str = "runs", quick: bool = False, data: str | None = None, ov
     cal = CachedSource(ModelSource(model, dm, "cal", str(ckpt)), progress, "predict cal split")
 
     def run_eval(name: str, bundle=None) -> EvaluationResult:
-        return evaluate(test, bundle, run_dir / "eval" / name, name=name, uncalibrated=bundle is None,
+        return evaluate(test, bundle, run_dir / "eval" / name, name=name,
                         baseline=None if bundle is None else "last-test", progress=progress).result
 
     say("2/6 measuring calibration of the last checkpoint")

@@ -28,10 +28,9 @@ from segcal.conformal.quantile import COVERAGE_LEVELS, levels_from_alpha
 from segcal.errors import no_labels
 from segcal.metrics.calibration import CalibrationMetrics
 from segcal.metrics.calibration_results import CalibrationResults
-from segcal.metrics.segmentation import SegmentationMetrics
+from segcal.metrics.segmentation import SegmentationMetrics, quality_summary
 from segcal.outputs import hard_labels
 from segcal.pipeline.evaluate_figures import SetExamples, write_figures
-from segcal.pipeline.evaluate_seg import quality_dict
 from segcal.pipeline.progress import track
 from segcal.pipeline.results import (
     CalibrationSummary,
@@ -41,7 +40,7 @@ from segcal.pipeline.results import (
     Recalibration,
     SegmentationQuality,
 )
-from segcal.pipeline.sources import Stream, describe, source_name
+from segcal.pipeline.sources import Stream, source_name
 
 SET_ALPHA = 0.1
 NUM_SET_EXAMPLES = 4
@@ -67,28 +66,28 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
              name: str = "evaluation", bins: int = 15, boundary_width: int = 3, class_maps: bool = False,
              alphas: list[float] | None = None, set_alpha: float = SET_ALPHA,
              num_set_examples: int = NUM_SET_EXAMPLES, min_test_labels: int = MIN_TEST_LABELS,
-             segmentation_only: bool = False, uncalibrated: bool = True, baseline: str | None = None,
+             segmentation_only: bool = False, baseline: str | None = None,
              progress: bool = True) -> EvaluationRun:
     """Evaluate ``source`` (see :mod:`segcal.pipeline.sources`) with ``bundle`` applied.
 
     Writes ``evaluation.json`` and figures into ``out_dir`` when given (figures only then).
     ``segmentation_only``: Dice, IoU, ... of the final prediction, no calibration or coverage.
-    ``uncalibrated=False`` measures only what ``bundle`` changes (the uncalibrated model was measured
-    already, in evaluation ``baseline``): the recalibrated calibration metrics, segmentation quality only
-    when the recalibrator can change the predicted class, and coverage.
+    ``baseline``: the evaluation that already measured the uncalibrated model; then only what ``bundle``
+    changes is measured: the recalibrated calibration metrics, segmentation quality only when the
+    recalibrator can change the predicted class, and coverage.
     """
     start = time.time()
     bundle = bundle if bundle is not None else CalibrationBundle()
     recal, conformal = bundle.recalibration, bundle.conformal
     if conformal is not None:
         _check_alpha_on_grid(set_alpha, alphas)
-    changes_labels = recal is not None and not recal.preserves_argmax
-    seg = SegmentationMetrics(source.num_classes, source.ignore_index) if uncalibrated or changes_labels else None
-    metrics = {"uncalibrated": _calibration_metrics(source, bins, boundary_width, class_maps)} if uncalibrated else {}
-    if recal is not None:
-        metrics[recal.method] = _calibration_metrics(source, bins, boundary_width, class_maps)
     if segmentation_only:
-        metrics, conformal = {}, None
+        conformal = None
+    changes_labels = recal is not None and not recal.preserves_argmax
+    seg = SegmentationMetrics(source.num_classes, source.ignore_index) if baseline is None or changes_labels else None
+    views = [] if segmentation_only else [*(["uncalibrated"] if baseline is None else []),
+                                          *([recal.method] if recal is not None else [])]
+    metrics = {view: _calibration_metrics(source, bins, boundary_width, class_maps) for view in views}
     coverage = None if conformal is None else CoverageAccumulator(conformal, alphas, min_test_labels)
     examples = SetExamples(num_set_examples if conformal is not None else 0, set_alpha)
     labelled = 0
@@ -120,10 +119,10 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
     cov = None if coverage is None else coverage.compute()
     quality = None
     if seg is not None:
-        measured = quality_dict(seg, source.class_names, source.averaged)
+        measured = quality_summary(seg.compute(), source.class_names, source.averaged)
         quality = SegmentationQuality.from_dict({**measured, "num_images": len(source)})
     result = EvaluationResult(
-        name=name, source=describe(source), segmentation=quality, baseline=baseline,
+        name=name, source=source.describe(), segmentation=quality, baseline=baseline,
         calibration={label: CalibrationSummary.of(r) for label, r in results.items()},
         recalibration=None if recal is None else Recalibration(recal.method, dict(recal.info_)),
         conformal=None if cov is None else CoverageSummary.from_dict(cov.to_dict()),

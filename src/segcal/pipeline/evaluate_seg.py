@@ -18,9 +18,4 @@ def evaluate_segmentation_model(model: SegModel, loader, progress: bool = True,
     for logits, batch in run_model(model, loader, description, progress):
         metrics.update(model.predict_labels(logits), batch["mask"])
         n += len(logits)
-    return {**quality_dict(metrics, model.class_names, model.averaged), "num_images": n}
-
-
-def quality_dict(metrics: SegmentationMetrics, class_names: list[str], classes: list[int] | None = None) -> dict:
-    """``{"classes", "per_class": {metric: [C]}, "mean_foreground": {metric: x}, "overall_accuracy"}``."""
-    return quality_summary(metrics.compute(), class_names, classes)
+    return {**quality_summary(metrics.compute(), model.class_names, model.averaged), "num_images": n}

@@ -20,7 +20,7 @@ from segcal.data.files import write_png
 from segcal.data.predictions import PredictionWriter
 from segcal.io.atomic import atomic_write
 from segcal.pipeline.progress import track
-from segcal.pipeline.sources import Stream, describe
+from segcal.pipeline.sources import Stream
 from segcal.plots.conformal import plot_set_legend, set_colours
 
 
@@ -35,7 +35,7 @@ def predict(source, out_dir: str | Path, bundle: CalibrationBundle | None = None
         if not 0 < alpha < 1:
             raise ValueError(f"--alpha must lie strictly between 0 and 1, got {alpha}")
     out = Path(out_dir)
-    info = describe(source)
+    info = source.describe()
     info["calibration"] = bundle.describe()
     sizes, count, legend_written = [], 0, False
     with PredictionWriter(out, classes=source.class_names, head=source.head, ignore_index=source.ignore_index,

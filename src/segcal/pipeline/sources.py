@@ -144,14 +144,9 @@ def folder_source(predictions: str | Path, masks: str | Path | None = None, **op
     return PredictionFolder(predictions, masks, **options)
 
 
-def describe(source: Source) -> dict[str, Any]:
-    """JSON description of a source."""
-    return source.describe()
-
-
 def source_name(source: Source) -> str:
     """How errors name a source: ``split 'cal' of CKPT`` or ``predictions DIR``."""
-    d = describe(source)
+    d = source.describe()
     if d.get("split"):
         return f"split {d['split']!r}" + (f" of {d['checkpoint']}" if d.get("checkpoint") else "")
     return f"predictions {d.get('predictions')}"

@@ -24,7 +24,7 @@ from segcal.io.jsonio import write_json
 from segcal.methods import CONFORMAL_METHODS, DEFAULT_N_CALS
 from segcal.pipeline.calibrate import make_conformal
 from segcal.pipeline.progress import log_line, track
-from segcal.pipeline.sources import Stream, describe
+from segcal.pipeline.sources import Stream
 from segcal.pipeline.sweep_records import RECORDS_FILE, RecordLog
 from segcal.plots.conformal import plot_sweep
 
@@ -76,12 +76,12 @@ def run_sweep(cal_source, test_source, out_dir: str | Path | None = None, *,
                  for m in methods}
     recalibration = None if bundle.recalibration is None else bundle.recalibration.method
     settings = {"methods": list(methods), "n_cals": n_cals, "repeats": repeats, "seed": seed, "params": params,
-                "alphas": alphas, "recalibration": recalibration, "calibration_pool": describe(cal_source),
-                "test": describe(test_source)}
+                "alphas": alphas, "recalibration": recalibration, "calibration_pool": cal_source.describe(),
+                "test": test_source.describe()}
     log = RecordLog(Path(out_dir) / RECORDS_FILE, settings) if out_dir is not None else None
     done = log.read() if log is not None and not restart else {}
-    if log is not None:
-        log.start(keep=bool(done))
+    if log is not None and not done:
+        log.begin()
     cells = [(n, r) for n in n_cals for r in range(repeats)]
     todo = [cell for cell in cells if cell not in done]
     if done and progress:

@@ -48,10 +48,8 @@ class RecordLog:
                 continue  # a line cut short by a kill: that cell runs again
         return done
 
-    def start(self, keep: bool) -> None:
-        """Begin the log (its settings line), or keep the finished cells read by :meth:`read`."""
-        if keep:
-            return
+    def begin(self) -> None:
+        """Start a new log: its settings line (any earlier records are discarded)."""
         atomic_write_text(self.path, json.dumps({"settings": self.settings}) + "\n")
 
     def append(self, n_cal: int, repeat: int, records: list[dict[str, Any]]) -> None:
