@@ -83,7 +83,8 @@ def write_prediction_folder(folder, n: int = 10, size: int = 8, scale: float = 2
     """A folder of ``n`` saved two-class softmax logits ``[2, size, size]`` with random labels."""
     import numpy as np
 
-    from segcal.data.predictions import PredictionFolder, PredictionWriter
+    from segcal.data.prediction_writer import PredictionWriter
+    from segcal.data.predictions import PredictionFolder
 
     rng = np.random.default_rng(seed)
     with PredictionWriter(folder, classes=["bg", "fg"], head="softmax") as writer:

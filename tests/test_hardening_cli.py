@@ -10,7 +10,7 @@ import torch
 
 from conftest import tiny_experiment_dict
 from segcal.cli.main import main
-from segcal.data.predictions import PredictionWriter
+from segcal.data.prediction_writer import PredictionWriter
 from segcal.io.atomic import output_lock
 from segcal.pipeline.config import experiment_from_dict
 from segcal.pipeline.train import train

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from segcal.data.files import read_mask, write_png
+from segcal.data.prediction_writer import PredictionWriter
 from segcal.data.predictions import (
     META_FILE,
     PredictionFolder,
-    PredictionWriter,
     read_meta,
     read_prediction,
     write_meta,

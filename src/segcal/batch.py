@@ -17,12 +17,14 @@ from segcal.outputs import as_tensor
 @dataclass(frozen=True)
 class Batch:
     """``logits [N, C, H, W]`` float32, ``labels [N, H, W]`` int64 (``ignore_index`` kept), image ``names [N]``,
-    and ``images [N, K, H, W]`` (the model's normalised input) or ``None`` for saved predictions."""
+    ``images [N, K, H, W]`` (the model's normalised input) or ``None`` for saved predictions, and ``sizes``:
+    each image's original ``(H, W)`` before it was fitted to the model's size, or ``None`` when unknown."""
 
     logits: Any
     labels: Any
     names: list[str] = field(default_factory=list)
     images: Any = None
+    sizes: list[tuple[int, int]] | None = None
 
     def __len__(self) -> int:
         return int(self.logits.shape[0])
@@ -34,7 +36,8 @@ class Batch:
     def head(self, n: int) -> Batch:
         """The first ``n`` images of the batch."""
         return Batch(self.logits[:n], self.labels[:n], list(self.names[:n]),
-                     None if self.images is None else self.images[:n])
+                     None if self.images is None else self.images[:n],
+                     None if self.sizes is None else list(self.sizes[:n]))
 
 
 FIELDS = ("logits", "labels", "images")

@@ -226,7 +226,8 @@ def predict(args: argparse.Namespace) -> int:
 
     with writing(Path(args.out)):
         source, bundle = build_source(args, args.split)
-        summary = run_predict(source, args.out, bundle, args.alpha, args.overwrite, progress=not args.no_progress)
+        summary = run_predict(source, args.out, bundle, args.alpha, args.overwrite, progress=not args.no_progress,
+                              original_size=args.original_size)
     sets = f", mean set size {summary['mean_set_size']:.3f} at α = {args.alpha}" if "mean_set_size" in summary else ""
     out.print(f"wrote {summary['num_images']} predictions ({summary['calibration']}{sets}) to {args.out}",
               highlight=False)

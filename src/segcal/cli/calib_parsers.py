@@ -71,11 +71,15 @@ def add_parsers(sub) -> None:
         "predict", help="save per-image predictions, and prediction sets with --alpha",
         description="Write <name>.npz (logits, and with --alpha the prediction sets and set sizes), masks/ and "
         "meta.json; with --alpha also sets/<name>.png (class colour = single class, white = ambiguous, "
-        "black = empty). The folder works with `segcal evaluate --predictions`.")
+        "black = empty; key: sets/legend.png); with --original-size also original/<name>.png (predicted labels) "
+        "and original/sets/<name>.png at each image's original size. The folder works with "
+        "`segcal evaluate --predictions`.")
     _source_args(p, "test", "model checkpoint (plain, recalibrated or conformally calibrated)")
     p.add_argument("--out", metavar="DIR", required=True, help="output folder")
     p.add_argument("--alpha", type=float, help="miscoverage of the prediction sets (needs a conformal checkpoint)")
     p.add_argument("--overwrite", action="store_true", help="replace predictions already in DIR")
+    p.add_argument("--original-size", action="store_true",
+                   help="also write label maps (and set images) at each image's original size, undoing data.resize")
     p.set_defaults(func=calib_commands.predict)
 
     p = sub.add_parser(

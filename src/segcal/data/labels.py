@@ -7,6 +7,7 @@ remapped. Label checks happen after remapping: every value must be a target clas
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,31 +24,67 @@ CLASSES_FILE = "classes.json"
 _UNMAPPED = -1
 
 
+Color = tuple[float, float, float]
+
+
 def read_classes_json(path: str | Path) -> list[str]:
-    """Class names indexed by label from ``classes.json``.
+    """Class names indexed by label from ``classes.json`` (see :func:`read_classes_file`)."""
+    return read_classes_file(path)[0]
+
+
+def read_classes_file(path: str | Path) -> tuple[list[str], list[Color | None] | None]:
+    """Class names indexed by label, and their colours, from ``classes.json``.
 
     Accepts a list of names, a dict ``name -> id`` or a dict ``id -> name`` (ids may be JSON
-    strings); ids missing from a dict get the name ``class<id>``.
+    strings); ids missing from a dict get the name ``class<id>``. Any name may instead be an object
+    ``{"name": "sky", "color": [70, 130, 180]}`` (0–255 RGB, or ``"#4682b4"``): the colour drawn for
+    that class in every figure. Colours are ``(r, g, b)`` in [0, 1], ``None`` for classes without one;
+    the second value is ``None`` when the file gives no colour at all.
     """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: cannot read class names ({exc})") from exc
-    if isinstance(data, list) and data and all(isinstance(n, str) for n in data):
-        return list(data)
-    if isinstance(data, dict) and data:
+    entries: list | None = None
+    if isinstance(data, list) and data:
+        entries = data
+    elif isinstance(data, dict) and data:
         try:
             if all(isinstance(v, int) and not isinstance(v, bool) for v in data.values()):
-                by_id = {int(v): str(k) for k, v in data.items()}
+                by_id = {int(v): k for k, v in data.items()}
             else:
-                by_id = {int(k): str(v) for k, v in data.items()}
+                by_id = {int(k): v for k, v in data.items()}
         except ValueError:
             by_id = None
         if by_id is not None and min(by_id) >= 0:
-            return [by_id.get(i, f"class{i}") for i in range(max(by_id) + 1)]
-    raise ValueError(f"{path}: expected a list of class names, or a dict name -> id or id -> name, "
-                     f"got {str(data)[:80]!r}")
+            entries = [by_id.get(i, f"class{i}") for i in range(max(by_id) + 1)]
+    if entries is None or not all(isinstance(e, (str, dict)) for e in entries):
+        raise ValueError(f"{path}: expected a list of class names, or a dict name -> id or id -> name, "
+                         f"got {str(data)[:80]!r}")
+    names, colors = [], []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str):
+            names.append(entry)
+            colors.append(None)
+            continue
+        if not isinstance(entry.get("name"), str):
+            raise ValueError(f"{path}: class {i} is an object without a \"name\" string: {entry!r}")
+        names.append(entry["name"])
+        colors.append(None if entry.get("color") is None else parse_color(entry["color"], f"{path}: class {i}"))
+    return names, (colors if any(c is not None for c in colors) else None)
+
+
+def parse_color(value: object, where: str) -> Color:
+    """``[r, g, b]`` (0–255) or ``"#rrggbb"`` → ``(r, g, b)`` in [0, 1]; ``ValueError`` naming ``where``."""
+    if isinstance(value, str) and re.fullmatch(r"#[0-9a-fA-F]{6}", value):
+        rgb = [int(value[k:k + 2], 16) for k in (1, 3, 5)]
+    elif (isinstance(value, (list, tuple)) and len(value) == 3
+          and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)):
+        rgb = list(value)
+    else:
+        raise ValueError(f"{where}: color must be [r, g, b] with integers 0-255 or \"#rrggbb\", got {value!r}")
+    return (rgb[0] / 255, rgb[1] / 255, rgb[2] / 255)
 
 
 def check_remap_spec(remap: object, ignore_index: int, key: str = "data.remap") -> None:
@@ -169,6 +206,15 @@ def target_class_names(cfg: DataConfig) -> list[str]:
         raise ValueError(f"data.ignore_index {cfg.ignore_index} is a class index; use a value outside "
                          f"0..{len(names) - 1} (e.g. 255)")
     return names
+
+
+def target_class_colors(cfg: DataConfig) -> list[Color | None] | None:
+    """Colours of the target classes from ``classes.json`` (folder datasets without ``data.remap``), else
+    ``None`` (figures use the default palette)."""
+    if cfg.kind != "folder" or cfg.remap is not None or cfg.root is None:
+        return None
+    path = Path(cfg.root) / CLASSES_FILE
+    return read_classes_file(path)[1] if path.is_file() else None
 
 
 def _group_name(group: list | str, k: int, source: list[str] | None) -> str:

@@ -4,7 +4,9 @@ A prediction folder holds, matched by file stem::
 
     DIR/<name>.npy|.npz|.pt     per-image array [C, H, W] of logits or probabilities
     DIR/masks/<name>.png|.npy   label map [H, W] (class indices, ``ignore_index`` excluded)
-    DIR/meta.json               optional: kind, head, classes, ignore_index, image_size, source
+    DIR/meta.json               optional: kind, head, classes, ignore_index, image_size, source,
+                                colors (per class [r, g, b] in [0, 1] or null), geometry
+                                ({"resize": "pad", "original_sizes": {name: [H, W]}})
 
 :class:`PredictionWriter` writes such folders (``segcal predict``); :class:`PredictionFolder`
 streams them back as :class:`~segcal.batch.Batch` es (``logits [N, C, H, W]``, ``labels [N, H, W]``, ``names``).
@@ -22,8 +24,8 @@ import torch
 
 from segcal.batch import Batch
 from segcal.classes import averaged_classes
-from segcal.data.files import find_images, read_mask, write_png
-from segcal.io.atomic import atomic_write, staged_folder
+from segcal.data.files import find_images, read_mask
+from segcal.io.atomic import atomic_write
 from segcal.io.jsonio import read_json, write_json
 from segcal.outputs import PROB_SUM_TOL, check_batch, num_output_classes, probs_to_logits
 
@@ -34,7 +36,7 @@ KEYS = ("logits", "probs")
 HEADS = ("softmax", "sigmoid")
 
 
-def _numpy(x: Any) -> np.ndarray:
+def as_numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
@@ -76,7 +78,7 @@ def read_prediction(path: str | Path) -> tuple[np.ndarray, str | None]:
         raise FileNotFoundError(f"prediction file not found: {path}")
     try:
         raw, hint = _load_array(path)
-        arr = _numpy(raw).astype(np.float32)
+        arr = as_numpy(raw).astype(np.float32)
     except ValueError as exc:
         if str(path) in str(exc):
             raise
@@ -94,10 +96,10 @@ def write_prediction(path: str | Path, logits: Any, **extra: Any) -> None:
     """Atomically save ``logits`` (float32 ``[C, H, W]``) under key "logits" plus ``extra`` arrays
     (e.g. ``sets`` bool ``[C, H, W]``, ``set_size`` uint8 ``[H, W]``) as an uncompressed ``.npz``."""
     path = Path(path)
-    arr = _numpy(logits).astype(np.float32)
+    arr = as_numpy(logits).astype(np.float32)
     if arr.ndim != 3:
         raise ValueError(f"{path}: logits must have shape [C, H, W], got {arr.shape}")
-    arrays = {"logits": arr, **{k: _numpy(v) for k, v in extra.items()}}
+    arrays = {"logits": arr, **{k: as_numpy(v) for k, v in extra.items()}}
     atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
 
 
@@ -210,6 +212,10 @@ class PredictionFolder:
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"classes has {len(self.class_names)} names but {self._pairs[0][0]} has "
                              f"{self.num_channels} channels ({self.num_classes} classes with a {self.head} head)")
+        self.class_colors = _meta_colors(meta.get("colors"), self.num_classes, self.predictions / META_FILE)
+        geometry = meta.get("geometry") or {}
+        self.resize: str | None = geometry.get("resize")
+        self._sizes = {name: tuple(size) for name, size in (geometry.get("original_sizes") or {}).items()}
         self._load(0, first)
 
     @property
@@ -241,9 +247,15 @@ class PredictionFolder:
     @property
     def meta(self) -> dict:
         """Description of this folder in the ``meta.json`` format."""
-        return {"kind": self.kind, "head": self.head, "classes": self.class_names,
+        meta = {"kind": self.kind, "head": self.head, "classes": self.class_names,
                 "ignore_index": self.ignore_index, "image_size": list(self.image_size),
                 "source": dict(self._stored.get("source") or {}), "count": len(self)}
+        if self.class_colors is not None:
+            meta["colors"] = [None if c is None else list(c) for c in self.class_colors]
+        sizes = {n: list(self._sizes[n]) for n in self.names if n in self._sizes}
+        if sizes:
+            meta["geometry"] = {"resize": self.resize, "original_sizes": sizes}
+        return meta
 
     def __len__(self) -> int:
         return len(self._pairs)
@@ -279,7 +291,9 @@ class PredictionFolder:
             logits = torch.from_numpy(np.stack(preds))
             if self.kind == "probs":
                 logits = probs_to_logits(logits, self.head)
-            yield Batch(logits, torch.from_numpy(np.stack(masks)), [self._pairs[i][0].stem for i in idx])
+            names = [self._pairs[i][0].stem for i in idx]
+            sizes = [self._sizes[n] for n in names] if all(n in self._sizes for n in names) else None
+            yield Batch(logits, torch.from_numpy(np.stack(masks)), names, sizes=sizes)
 
     def describe(self) -> dict[str, Any]:
         """JSON description (the pipeline's source record)."""
@@ -293,97 +307,14 @@ class PredictionFolder:
         return (mask / max(self.num_classes - 1, 1)).expand(3, *mask.shape)
 
 
-def is_prediction_folder(folder: Path) -> bool:
-    """``folder`` holds a ``meta.json`` or prediction files (what :class:`PredictionWriter` may replace)."""
-    return (folder / META_FILE).is_file() or bool(find_images(folder, PREDICTION_EXTS))
-
-
-class PredictionWriter:
-    """Writes ``<name>.npz`` (logits + extras), ``masks/<name>.png`` and, last, ``meta.json`` into ``folder``.
-
-    Everything goes to a temporary sibling folder that replaces ``folder`` in one rename when the writer
-    closes normally; on an error or interrupt the temporary folder is removed and ``folder`` is untouched.
-    An existing non-empty ``folder`` is refused unless ``overwrite`` (and then only a prediction folder).
-    Use as a context manager, or call :meth:`close` / :meth:`abort`.
-    """
-
-    def __init__(self, folder: str | Path, *, classes: list[str], head: str, ignore_index: int = 255,
-                 source: dict | None = None, overwrite: bool = False) -> None:
-        if head not in HEADS:
-            raise ValueError(f"head must be 'softmax' or 'sigmoid', got {head!r}")
-        self.folder = Path(folder)
-        if self.folder.exists():
-            if not self.folder.is_dir():
-                raise FileExistsError(f"{self.folder} exists and is not a folder")
-            entries = [p for p in self.folder.iterdir() if not p.name.startswith(".")]
-            old = find_images(self.folder, PREDICTION_EXTS)
-            if entries and not overwrite:
-                what = f"{len(old)} prediction file(s)" if old else f"{len(entries)} file(s)"
-                raise FileExistsError(f"{self.folder} already holds {what}; refusing to overwrite them "
-                                      "(pick a new folder or pass overwrite / --overwrite)")
-            if entries and not is_prediction_folder(self.folder):
-                raise FileExistsError(f"{self.folder} is not a prediction folder (no {META_FILE}, no prediction "
-                                      "files); refusing to replace it, pick a new folder")
-        self.classes, self.head, self.ignore_index = list(classes), head, ignore_index
-        self.source = dict(source or {})
-        self._shape: tuple[int, ...] | None = None
-        self._names: set[str] = set()
-        self._staging = None
-        self._stage: Path | None = None
-
-    def path(self, relative: str | Path) -> Path:
-        """Where ``relative`` (e.g. ``sets/x.png``) is written now: inside the temporary folder."""
-        if self._stage is None:
-            self._staging = staged_folder(self.folder)
-            self._stage = self._staging.__enter__()
-        return self._stage / relative
-
-    def add(self, name: str, logits: Any, mask: Any | None = None, **extra: Any) -> None:
-        """Write logits ``[C, H, W]``, optional mask ``[H, W]`` and ``extra`` arrays for image ``name``."""
-        if not name or name.startswith(".") or Path(name).name != name:
-            raise ValueError(f"name must be a plain file stem, got {name!r}")
-        if name in self._names:
-            raise ValueError(f"name {name!r} was already added to {self.folder}")
-        arr = _numpy(logits).astype(np.float32)
-        if arr.ndim != 3:
-            raise ValueError(f"{name}: logits must have shape [C, H, W], got {arr.shape}")
-        if self._shape is None:
-            if num_output_classes(arr.shape[0], self.head) != len(self.classes):
-                raise ValueError(f"{name}: logits have {arr.shape[0]} channels but classes has "
-                                 f"{len(self.classes)} names (head {self.head})")
-            self._shape = arr.shape
-        if arr.shape != self._shape:
-            raise ValueError(f"{name}: logits shape {arr.shape} differs from the first added {self._shape}")
-        m = None if mask is None else _numpy(mask)
-        if m is not None and m.shape != arr.shape[1:]:
-            raise ValueError(f"{name}: mask shape {m.shape} does not match logits [H, W] {arr.shape[1:]}")
-        write_prediction(self.path(f"{name}.npz"), arr, **extra)
-        if m is not None:
-            atomic_write(self.path(f"masks/{name}.png"), lambda tmp: write_png(tmp, m))
-        self._names.add(name)
-
-    def close(self) -> None:
-        """Write meta.json (kind "logits", head, classes, ignore_index, image_size, source, count) and move
-        the finished folder into place."""
-        write_meta(self.path("."), {"kind": "logits", "head": self.head, "classes": self.classes,
-                                    "ignore_index": self.ignore_index,
-                                    "image_size": list(self._shape[1:]) if self._shape else None,
-                                    "source": self.source, "count": len(self._names)})
-        staging, self._staging, self._stage = self._staging, None, None
-        staging.__exit__(None, None, None)
-
-    def abort(self, exc: BaseException | None = None) -> None:
-        """Remove everything written so far; ``folder`` stays as it was."""
-        staging, self._staging, self._stage = self._staging, None, None
-        if staging is not None:
-            exc = exc or RuntimeError("prediction writing aborted")
-            staging.__exit__(type(exc), exc, exc.__traceback__)
-
-    def __enter__(self) -> PredictionWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort(exc)
+def _meta_colors(colors: Any, num_classes: int, where: Path) -> list | None:
+    """``colors`` of ``meta.json``: ``None`` or one ``[r, g, b]`` in [0, 1] (or ``None``) per class."""
+    if colors is None:
+        return None
+    ok = isinstance(colors, list) and len(colors) == num_classes and all(
+        c is None or (isinstance(c, list) and len(c) == 3 and all(isinstance(v, (int, float)) and 0 <= v <= 1
+                                                                   for v in c)) for c in colors)
+    if not ok:
+        raise ValueError(f"{where}: colors must list one [r, g, b] in [0, 1] (or null) per class "
+                         f"({num_classes}), got {str(colors)[:80]}")
+    return [None if c is None else tuple(c) for c in colors]

@@ -107,7 +107,8 @@ def affine_pair(image: torch.Tensor, mask: torch.Tensor, angle: float, zoom: flo
 
 
 class SegTransform:
-    """Raw :class:`~segcal.data.base.Sample` → ``{"image": float32 [3, H, W], "mask": int64 [H, W], "name"}``.
+    """Raw :class:`~segcal.data.base.Sample` → ``{"image": float32 [3, H, W], "mask": int64 [H, W], "name",
+    "size"}`` (``size``: the original ``(H, W)``, int64 ``[2]``).
 
     ``image_size=None`` keeps the native size. With ``augment``, ``__call__(sample, seed)`` draws
     every random parameter from ``numpy.random.default_rng(seed)`` (reproducible).
@@ -135,7 +136,8 @@ class SegTransform:
             image, mask = self._augment(image, mask, rng)
         else:
             image = normalize(image, self.mean, self.std)
-        return {"image": image.contiguous(), "mask": mask.contiguous(), "name": sample.name}
+        return {"image": image.contiguous(), "mask": mask.contiguous(), "name": sample.name,
+                "size": torch.tensor(sample.image.shape[:2])}
 
     def _augment(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator
                  ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,8 @@ class SegModel(L.LightningModule):
 
     def __init__(self, model: dict, loss: dict, optim: dict, num_classes: int, class_names: list[str],
                  ignore_index: int = 255, mixup_alpha: float = 0.0, mixup_seed: int = 0,
-                 experiment: dict | None = None, mean_classes: list[int] | None = None):
+                 experiment: dict | None = None, mean_classes: list[int] | None = None,
+                 class_colors: list | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.model_cfg = from_dict(ModelConfig, model, "model")
@@ -37,6 +38,7 @@ class SegModel(L.LightningModule):
         self.ignore_index = ignore_index
         self.mixup_alpha = mixup_alpha
         self.averaged = list(mean_classes) if mean_classes is not None else averaged_classes(self.class_names)
+        self.class_colors = None if class_colors is None else [None if c is None else tuple(c) for c in class_colors]
         self.net = build_network(self.model_cfg, num_classes)
         self.criterion = SegmentationLoss(from_dict(LossConfig, loss, "loss"), num_classes,
                                           self.model_cfg.head, ignore_index)
@@ -51,9 +53,11 @@ class SegModel(L.LightningModule):
     @classmethod
     def from_configs(cls, model: ModelConfig, loss: LossConfig, optim: OptimConfig, num_classes: int,
                      class_names: list[str], ignore_index: int = 255, mixup_alpha: float = 0.0,
-                     mixup_seed: int = 0, experiment: Any = None, mean_classes: list[int] | None = None) -> SegModel:
+                     mixup_seed: int = 0, experiment: Any = None, mean_classes: list[int] | None = None,
+                     class_colors: list | None = None) -> SegModel:
         return cls(to_dict(model), to_dict(loss), to_dict(optim), num_classes, class_names, ignore_index,
-                   mixup_alpha, mixup_seed, to_dict(experiment) if experiment is not None else None, mean_classes)
+                   mixup_alpha, mixup_seed, to_dict(experiment) if experiment is not None else None, mean_classes,
+                   None if class_colors is None else [None if c is None else list(c) for c in class_colors])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, C_out, H, W]`` for images ``[N, 3, H, W]``."""

@@ -34,12 +34,14 @@ class SetExamples:
     def __init__(self, count: int, alpha: float) -> None:
         self.count, self.alpha = count, alpha
         self.items: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # name, image, sets, valid
+        self.colors = None  # the source's class colours
 
     def add(self, source, batch: Batch, conformal: ConformalCalibrator, logits: torch.Tensor) -> None:
         take = min(self.count - len(self.items), len(logits))
         if take <= 0:
             return
         sets = conformal.predict_set(logits[:take], self.alpha, "logits", source.head)
+        self.colors = getattr(source, "class_colors", None)
         for i in range(take):
             valid = batch.labels[i] != source.ignore_index
             self.items.append((batch.names[i], source.display_image(batch, i), sets[i], valid))
@@ -80,6 +82,7 @@ def write_figures(folder: Path, calibration: list[CalibrationResults], coverage:
         entries.append(_entry(key, title, path, root, "conformal"))
     for i, (name, image, sets, valid) in enumerate(examples.items):
         path = folder / f"set_overlay_{i}.png"
-        plot_prediction_set_overlay(image, sets, class_names, examples.alpha, path=path, valid=valid)
+        plot_prediction_set_overlay(image, sets, class_names, examples.alpha, path=path, valid=valid,
+                                    colors=examples.colors)
         entries.append(_entry(f"set_overlay_{i}", f"Prediction sets, {name}", path, root, "prediction_sets"))
     return entries

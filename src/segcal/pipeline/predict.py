@@ -2,9 +2,12 @@
 
 ``<out>/<name>.npz`` holds ``logits [C, H, W]`` float32 (recalibrated when the checkpoint
 carries a recalibrator) and, with ``alpha``, ``sets [C, H, W]`` bool and ``set_size [H, W]``
-uint8; ``<out>/masks/<name>.png`` the labels; ``<out>/meta.json`` classes, head and source.
-With ``alpha`` also ``<out>/sets/<name>.png`` (colour key: ``sets/legend.png``): singleton sets in
-their class colour, ambiguous pixels white, empty sets black. The folder is directly usable as
+uint8; ``<out>/masks/<name>.png`` the labels; ``<out>/meta.json`` classes, colours, head, source and
+each image's original size. With ``alpha`` also ``<out>/sets/<name>.png`` (colour key:
+``sets/legend.png``): singleton sets in their class colour, ambiguous pixels white, empty sets black.
+With ``original_size`` the predicted label map ``<out>/original/<name>.png`` and (with ``alpha``) the set
+image ``<out>/original/sets/<name>.png`` at each image's original size (``data.resize`` undone; pixels a
+``crop`` cut away get ``ignore_index`` / grey). The folder is directly usable as
 ``segcal evaluate --predictions <out>``.
 """
 from __future__ import annotations
@@ -15,17 +18,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from segcal.batch import Batch
 from segcal.calibrated import CalibrationBundle
 from segcal.data.files import write_png
-from segcal.data.predictions import PredictionWriter
+from segcal.data.geometry import to_original
+from segcal.data.prediction_writer import PredictionWriter
 from segcal.io.atomic import atomic_write
+from segcal.outputs import hard_labels
 from segcal.pipeline.progress import track
 from segcal.pipeline.sources import Stream
 from segcal.plots.conformal import plot_set_legend, set_colours
 
+UNSEEN_GREY = 0.5
+"""Colour of original-size pixels the model never saw (cut away by ``data.resize: crop``)."""
+
 
 def predict(source, out_dir: str | Path, bundle: CalibrationBundle | None = None, alpha: float | None = None,
-            overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+            overwrite: bool = False, progress: bool = True, original_size: bool = False) -> dict[str, Any]:
     """Write predictions of ``source`` into ``out_dir``; returns a summary dict."""
     bundle = bundle if bundle is not None else CalibrationBundle()
     if alpha is not None:
@@ -34,30 +43,59 @@ def predict(source, out_dir: str | Path, bundle: CalibrationBundle | None = None
                              "`segcal calibrate CHECKPOINT --method kandinsky-kmeans` (or pixel/image/...) first")
         if not 0 < alpha < 1:
             raise ValueError(f"--alpha must lie strictly between 0 and 1, got {alpha}")
+    resize = getattr(source, "resize", None)
+    if original_size and resize is None:
+        raise ValueError("--original-size needs each image's original size: predict from a checkpoint, or from a "
+                         "predictions folder written by `segcal predict` from a checkpoint (its meta.json records "
+                         "them)")
     out = Path(out_dir)
     info = source.describe()
     info["calibration"] = bundle.describe()
-    sizes, count, legend_written = [], 0, False
+    colors = getattr(source, "class_colors", None)
+    sizes, count = [], 0
     with PredictionWriter(out, classes=source.class_names, head=source.head, ignore_index=source.ignore_index,
-                          source=info, overwrite=overwrite) as writer:
+                          source=info, overwrite=overwrite, colors=colors, resize=resize) as writer:
+        if alpha is not None:
+            plot_set_legend(source.class_names, path=writer.path("sets/legend.png"), colors=colors)
         for batch in track(Stream(source, bundle.apply), "predict", enabled=progress):
-            logits = batch.logits
-            sets = None if alpha is None else bundle.conformal.predict_set(logits, alpha, "logits", source.head)
-            if sets is not None and not legend_written:
-                plot_set_legend(source.class_names, path=writer.path("sets/legend.png"))
-                legend_written = True
+            sets = None if alpha is None else bundle.conformal.predict_set(batch.logits, alpha, "logits", source.head)
+            if original_size and batch.sizes is None:
+                raise ValueError(f"--original-size: no original size recorded for {batch.names[0]}")
             for i, name in enumerate(batch.names):
                 extra = {}
                 if sets is not None:
                     size = sets[i].sum(0).to(torch.uint8)
                     extra = {"sets": sets[i].numpy(), "set_size": size.numpy()}
                     sizes.append(float(size.float().mean()))
-                    rgb = (set_colours(sets[i]) * 255).round().astype(np.uint8)
-                    atomic_write(writer.path(f"sets/{name}.png"), lambda tmp, rgb=rgb: write_png(tmp, rgb))
-                writer.add(name, logits[i].numpy(), batch.labels[i].numpy(), **extra)
+                    _write_rgb(writer.path(f"sets/{name}.png"), set_colours(sets[i], colors))
+                if original_size:
+                    _write_original(writer, batch, i, None if sets is None else sets[i], source, colors)
+                writer.add(name, batch.logits[i].numpy(), batch.labels[i].numpy(),
+                           original_size=None if batch.sizes is None else batch.sizes[i], **extra)
                 count += 1
     summary = {"out": str(out), "num_images": count, "calibration": bundle.describe(), "alpha": alpha}
     if sizes:
         summary["mean_set_size"] = sum(sizes) / len(sizes)
     return summary
 
+
+def _write_rgb(path: Path, rgb: np.ndarray) -> None:
+    """RGB ``[H, W, 3]`` in [0, 1] as an 8-bit PNG, atomically."""
+    pixels = (rgb * 255).round().astype(np.uint8)
+    atomic_write(path, lambda tmp: write_png(tmp, pixels))
+
+
+def _write_original(writer: PredictionWriter, batch: Batch, i: int, sets: torch.Tensor | None, source,
+                    colors) -> None:
+    """Label map (and set image) of image ``i`` at its original size, under ``original/``."""
+    name, original = batch.names[i], batch.sizes[i]
+    logits, covered = to_original(batch.logits[i], original, source.resize)
+    labels = hard_labels(logits[None], source.head)[0]
+    labels = torch.where(covered, labels, torch.full_like(labels, source.ignore_index))
+    label_map = labels.numpy()
+    atomic_write(writer.path(f"original/{name}.png"), lambda tmp: write_png(tmp, label_map))
+    if sets is not None:
+        big, covered = to_original(sets, original, source.resize, nearest=True)
+        rgb = set_colours(big, colors)
+        rgb[~covered.numpy()] = UNSEEN_GREY
+        _write_rgb(writer.path(f"original/sets/{name}.png"), rgb)

@@ -33,6 +33,8 @@ class Source(Protocol):
     head: str
     ignore_index: int
     image_size: tuple[int, int]
+    class_colors: list | None
+    resize: str | None
     batch_size: int
     averaged: list[int]
 
@@ -79,6 +81,16 @@ class ModelSource:
         return self.model.head
 
     @property
+    def class_colors(self) -> list | None:
+        """Colours of the classes (from ``classes.json`` at training), ``None`` for the default palette."""
+        return self.model.class_colors
+
+    @property
+    def resize(self) -> str:
+        """How images were fitted to the model's size (``data.resize``)."""
+        return self.datamodule.cfg.resize
+
+    @property
     def ignore_index(self) -> int:
         return self.model.ignore_index
 
@@ -112,7 +124,8 @@ class ModelSource:
         loader = DataLoader(ds, batch_size=self.datamodule.cfg.batch_size, shuffle=False,
                             num_workers=self.datamodule.cfg.num_workers)
         for logits, batch in run_model(self.model, loader):
-            yield Batch(logits, batch["mask"], list(batch["name"]), batch["image"])
+            yield Batch(logits, batch["mask"], list(batch["name"]), batch["image"],
+                        [tuple(s) for s in batch["size"].tolist()] if "size" in batch else None)
 
     def display_image(self, batch: Batch, i: int) -> torch.Tensor:
         """RGB ``[3, H, W]`` in [0, 1] of image ``i`` of ``batch``."""

@@ -33,6 +33,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from segcal.classes import averaged_classes
 from segcal.configio import dump_yaml
 from segcal.data.datamodule import build_datamodule
+from segcal.data.labels import target_class_colors
 from segcal.data.transforms import denormalize
 from segcal.io.checkpoint import read_checkpoint, write_checkpoint
 from segcal.io.jsonio import write_json
@@ -145,7 +146,8 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> TrainResu
 
     model = SegModel.from_configs(cfg.model, cfg.loss, cfg.optim, cfg.data.num_classes, dm.class_names,
                                   cfg.data.ignore_index, cfg.data.augment.mixup_alpha, cfg.seed, cfg,
-                                  averaged_classes(dm.class_names, cfg.data.mean_classes))
+                                  averaged_classes(dm.class_names, cfg.data.mean_classes),
+                                  target_class_colors(cfg.data))
     ckpt_dir = run_dir / "checkpoints"
     periodic = ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                                every_n_epochs=cfg.train.checkpoint_every, save_top_k=-1, save_last=True,
@@ -194,4 +196,4 @@ def write_samples(model: SegModel, dataset, cfg: ExperimentConfig, path: Path) -
     rgb = np.stack([denormalize(img, cfg.data).permute(1, 2, 0).numpy() for img in images])
     truths = np.stack([it["mask"].numpy() for it in items])
     return plot_samples(rgb, truths, preds, [it["name"] for it in items], model.class_names,
-                        cfg.data.ignore_index, path)
+                        cfg.data.ignore_index, path, colors=model.class_colors)

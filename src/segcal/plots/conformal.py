@@ -19,7 +19,7 @@ from matplotlib.patches import Patch
 from segcal.conformal.evaluation import CoverageResult
 from segcal.conformal.sweep import summarise_sweep
 from segcal.plots.figure import Figure, new_figure, save_figure
-from segcal.plots.palette import class_palette
+from segcal.plots.palette import Colors, class_palette
 
 PathLike = str | os.PathLike | None
 
@@ -195,35 +195,30 @@ def plot_sweep(records: Iterable[Mapping[str, Any]], metrics: Sequence[str] = ("
     return _finish(fig, path)
 
 
-def set_palette(num_classes: int) -> np.ndarray:
-    """Colour per class ``[C, 3]`` in [0, 1] (distinct for any number of classes, see :mod:`.palette`)."""
-    return class_palette(num_classes)
-
-
-def set_colours(sets: torch.Tensor) -> np.ndarray:
-    """RGB ``[H, W, 3]`` in [0, 1] for sets ``[C, H, W]``: singleton → class colour, ambiguous → white,
-    empty → black."""
+def set_colours(sets: torch.Tensor, colors: Colors = None) -> np.ndarray:
+    """RGB ``[H, W, 3]`` in [0, 1] for sets ``[C, H, W]``: singleton → class colour (``colors`` or the
+    palette, see :mod:`.palette`), ambiguous → white, empty → black."""
     s = sets.bool().cpu()
     size = s.sum(0).numpy()
     colour = np.ones((*size.shape, 3))
     single = size == 1
-    colour[single] = set_palette(s.shape[0])[s.float().argmax(0).numpy()[single]]
+    colour[single] = class_palette(s.shape[0], colors)[s.float().argmax(0).numpy()[single]]
     colour[size == 0] = 0.0
     return colour
 
 
-def set_legend_handles(class_names: Sequence[str]) -> list[Patch]:
+def set_legend_handles(class_names: Sequence[str], colors: Colors = None) -> list[Patch]:
     """Legend entries of set images: one colour per class (a singleton set), white ambiguous, black empty."""
-    palette = set_palette(len(class_names))
+    palette = class_palette(len(class_names), colors)
     handles = [Patch(color=palette[c], label=f"{{{name}}}") for c, name in enumerate(class_names)]
     return handles + [Patch(facecolor="white", edgecolor="k", label="ambiguous (≥ 2 classes)"),
                       Patch(color="black", label="empty")]
 
 
-def plot_set_legend(class_names: Sequence[str], path: PathLike = None) -> Figure:
+def plot_set_legend(class_names: Sequence[str], path: PathLike = None, colors: Colors = None) -> Figure:
     """The colour key of the set images ``segcal predict`` writes (``sets/legend.png``)."""
     fig, ax = new_figure(figsize=(3.2, 0.45 + 0.28 * (len(class_names) + 2)))
-    ax.legend(handles=set_legend_handles(class_names), loc="center", fontsize=8, frameon=False,
+    ax.legend(handles=set_legend_handles(class_names, colors), loc="center", fontsize=8, frameon=False,
               ncol=1 if len(class_names) <= 20 else 2)
     ax.set_axis_off()
     return _finish(fig, path)
@@ -232,7 +227,7 @@ def plot_set_legend(class_names: Sequence[str], path: PathLike = None) -> Figure
 def plot_prediction_set_overlay(image: torch.Tensor | np.ndarray, sets: torch.Tensor,
                                 class_names: Sequence[str] | None = None, alpha: float | None = None,
                                 opacity: float = 0.5, path: PathLike = None,
-                                valid: torch.Tensor | np.ndarray | None = None) -> Figure:
+                                valid: torch.Tensor | np.ndarray | None = None, colors: Colors = None) -> Figure:
     """An image (``[H, W]``, ``[H, W, 3]`` or ``[3, H, W]``) with each pixel coloured by its set ``[C, H, W]``.
 
     Singleton sets get their class colour, sets with several classes are "ambiguous" (white),
@@ -248,13 +243,13 @@ def plot_prediction_set_overlay(image: torch.Tensor | np.ndarray, sets: torch.Te
     num_classes = s.shape[0]
     size = s.sum(0).numpy()
     keep = np.ones(size.shape, bool) if valid is None else np.asarray(valid, dtype=bool)
-    colour = set_colours(s)
+    colour = set_colours(s, colors)
     fig, ax = new_figure(figsize=(6, 4.8))
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
     ax.imshow(np.concatenate([colour, np.where(keep, opacity, 0.0)[..., None]], axis=-1))
     size = size[keep] if keep.any() else size.ravel()
     names = [_class_name(class_names, c) for c in range(num_classes)]
-    ax.legend(handles=set_legend_handles(names), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    ax.legend(handles=set_legend_handles(names, colors), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     level = "" if alpha is None else f" at 1 − α = {1 - alpha:.2f}"
     ax.set_title(f"prediction sets{level}: {100 * (size > 1).mean():.1f}% ambiguous,"
                  f" {100 * (size == 0).mean():.1f}% empty", fontsize=9)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from segcal.plots.figure import new_figure, save_figure
-from segcal.plots.palette import class_colormap, class_legend
+from segcal.plots.palette import Colors, class_colormap, class_legend
 
 
 def read_metrics_csv(path: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
@@ -46,13 +46,14 @@ def plot_curves(series: dict[str, list[tuple[int, float]]], path: str | os.PathL
 
 
 def plot_samples(images: np.ndarray, truths: np.ndarray, preds: np.ndarray, names: list[str],
-                 class_names: Sequence[str], ignore_index: int, path: str | os.PathLike) -> Path:
+                 class_names: Sequence[str], ignore_index: int, path: str | os.PathLike,
+                 colors: Colors = None) -> Path:
     """Grid of rows (image / true mask / predicted mask) with a legend naming the class colours.
 
     ``images [N, H, W, 3]`` in [0, 1], ``truths`` and ``preds`` ``[N, H, W]`` integer labels.
     """
     n, num_classes = len(images), len(class_names)
-    cmap = class_colormap(num_classes)
+    cmap = class_colormap(num_classes, colors=colors)
     fig, axes = new_figure(n, 3, figsize=(7.5, 2.4 * n), squeeze=False)
     for i in range(n):
         truth = np.where(truths[i] == ignore_index, num_classes, truths[i])
@@ -63,6 +64,6 @@ def plot_samples(images: np.ndarray, truths: np.ndarray, preds: np.ndarray, name
                 ax.imshow(img, cmap=cmap, vmin=0, vmax=num_classes, interpolation="nearest")
             ax.set_title(f"{title}: {names[i]}" if title == "image" else title, fontsize=8)
             ax.axis("off")
-    class_legend(axes[0, -1], class_names)
+    class_legend(axes[0, -1], class_names, colors=colors)
     fig.tight_layout()
     return save_figure(fig, path)
