@@ -117,6 +117,10 @@ class ConformalCalibrator(Estimator):
             raise ValueError(f"num_groups must be a positive int, None or 'auto', got {num_groups!r}")
         if num_groups == "auto" and (split is None or not spec.learned):
             raise ValueError("num_groups='auto' needs a learned grouping and a split (held-out images)")
+        self._check_common_params()
+
+    def _check_common_params(self) -> None:
+        """Checks shared by every conformal method: ``mode``, ``num_classes``, ``score``."""
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.num_classes is not None and self.num_classes < 1:
@@ -345,6 +349,10 @@ class ConformalCalibrator(Estimator):
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> ConformalCalibrator:
         """Rebuild a fitted calibrator from :meth:`state_dict` (``ValueError`` if it is not one)."""
+        if isinstance(state, dict) and (state.get("params") or {}).get("grouping") == "local":
+            from segcal.conformal.local_calibrator import LocalCalibrator
+
+            return LocalCalibrator.from_state_dict(state)
         params, _ = split_state(state)
         klass = {"pixel": PixelwiseCalibrator, "image": ImagewiseCalibrator}.get(params["grouping"],
                                                                                 KandinskyCalibrator)

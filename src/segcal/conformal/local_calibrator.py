@@ -1,0 +1,177 @@
+"""``--method local``: per-pixel prediction sets from locally pooled, globally conformalized scores.
+
+A share ``split`` of the calibration images (every ``1/split``-th, as for Kandinsky groupings) fits a
+local score CDF per class and pixel over the smallest window holding ``min_scores`` scores; the other
+images conformalize the levels ``u = F_{c,x}(s)`` (see :mod:`segcal.conformal.local`). ::
+
+    cp = LocalCalibrator(num_classes=2).fit(stream)        # (logits, labels) batches
+    sets = cp.predict_set(logits, alpha=0.1)                # [N, C, H, W] bool
+    cp.radius_                                              # [C, H, W] window radius per class and pixel
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from segcal.conformal.accumulate import DEFAULT_MAX_EXACT_SCORES, Mode, ScoreAccumulator
+from segcal.conformal.calibrator import ConformalCalibrator
+from segcal.conformal.diagnostics import trivial_message
+from segcal.conformal.local import level_counts, level_quantiles, local_cdfs, local_thresholds
+from segcal.conformal.state import NC_CURVE_LEVELS, STATE_FORMAT
+from segcal.errors import no_labels
+from segcal.outputs import Head, Kind
+from segcal.stats.score_histogram import ScoreBins
+
+DEFAULT_MIN_SCORES = 100
+DEFAULT_LOCAL_SPLIT = 0.5
+
+
+class LocalCalibrator(ConformalCalibrator):
+    """Locally pooled, globally conformalized class-conditional sets (user-facing name ``local``).
+
+    Parameters (stored as given): ``num_classes`` (``None``: from the data); ``min_scores``, the scores of a
+    class a window must hold (the window around a pixel grows until it does); ``split``, the share of images
+    that fit the local CDFs (the others set the conformal level); ``score``, ``kind``, ``head``,
+    ``ignore_index``, ``mode``, ``bins``, ``max_exact_scores``, ``seed`` as :class:`ConformalCalibrator`.
+
+    Fitted attributes: ``num_classes_``, ``shape_``, ``cdf_ [C, H, W, B]`` (uint16 local CDFs),
+    ``radius_ [C, H, W]`` and ``window_counts_ [C, H, W]`` (window radius and scores in it),
+    ``level_counts_ [C, L]`` (calibration levels), ``images_per_part_``, ``fallback_pixels_ [C]`` (pixels
+    whose whole image held fewer than ``min_scores`` scores of the class).
+    """
+
+    def __init__(self, num_classes: int | None = None, *, min_scores: int = DEFAULT_MIN_SCORES,
+                 split: float = DEFAULT_LOCAL_SPLIT, score: str = "lac", kind: Kind = "logits",
+                 head: Head = "softmax", ignore_index: int = 255, mode: Mode = "auto", bins: ScoreBins | None = None,
+                 max_exact_scores: int = DEFAULT_MAX_EXACT_SCORES, seed: int = 0) -> None:
+        self.num_classes, self.min_scores, self.split = num_classes, min_scores, split
+        self.score, self.kind, self.head, self.ignore_index = score, kind, head, ignore_index
+        self.mode, self.bins, self.max_exact_scores, self.seed = mode, bins, max_exact_scores, seed
+        self._validate_params()
+        self._cache: dict[float, torch.Tensor] = {}
+        self._warned: set[float] = set()
+
+    grouping = "local"  # not a parameter: what states and results call the method
+
+    def _validate_params(self) -> None:
+        if not (isinstance(self.min_scores, int) and not isinstance(self.min_scores, bool) and self.min_scores >= 1):
+            raise ValueError(f"min_scores must be a positive int, got {self.min_scores!r}")
+        if self.split is None or not 0 < self.split < 1:
+            raise ValueError(f"split must lie strictly between 0 and 1 (the share of images fitting the local "
+                             f"CDFs), got {self.split!r}")
+        self._check_common_params()
+
+    @property
+    def spec(self):
+        raise AttributeError("the local method has no grouping")
+
+    @property
+    def split_(self) -> float:
+        return self.split
+
+    @property
+    def method(self) -> str:
+        return "local"
+
+    @property
+    def num_groups_(self) -> int:
+        """Every pixel has its own neighbourhood: ``H·W`` (as pixelwise)."""
+        self.check_is_fitted()
+        return self.shape_[0] * self.shape_[1]
+
+    def _parts(self) -> tuple[str, ...]:
+        return ("cal", "fit")
+
+    def fit_parts(self, parts: dict[str, ScoreAccumulator]) -> LocalCalibrator:
+        """Fit local CDFs on ``parts["fit"]`` and the conformal levels on ``parts["cal"]``."""
+        need = {name: acc.num_images for name, acc in parts.items()}
+        if min(need.values()) == 0:
+            raise ValueError(f"too few calibration images for the split: images per part {need} (the local "
+                             "method needs at least one image to fit the local CDFs and one to calibrate; "
+                             "use at least 2 images)")
+        bins = self.bins or ScoreBins()
+        fit, cal = (_histogram(parts[name], bins) for name in ("fit", "cal"))
+        if int(cal.counts.sum()) == 0 or int(fit.counts.sum()) == 0:
+            raise no_labels(self.ignore_index, "the calibration images")
+        self.cdf_, self.radius_, self.window_counts_ = local_cdfs(fit, self.min_scores)
+        self.level_counts_ = level_counts(self.cdf_, cal)
+        self.num_classes_, self.shape_ = cal.num_classes, tuple(cal.shape)
+        self.images_per_part_ = need
+        self.fallback_pixels_ = (self.window_counts_ < self.min_scores).flatten(1).sum(1)
+        self._cache, self._warned, self._fitted = {}, set(), True
+        return self
+
+    def thresholds_at(self, levels: torch.Tensor) -> torch.Tensor:
+        """Per-pixel score thresholds ``[A, C, H, W]`` at coverage levels ``[A]``."""
+        self.check_is_fitted()
+        levels = torch.as_tensor(levels, dtype=torch.float64).reshape(-1)
+        return local_thresholds(self.cdf_, level_quantiles(self.level_counts_, levels), self.bins or ScoreBins())
+
+    def trivial_warning(self, alpha: float, thresholds: torch.Tensor | None = None) -> str | None:
+        thresholds = self.thresholds(alpha) if thresholds is None else thresholds
+        return trivial_message(thresholds, alpha, False, self.images_per_part_.get("cal", 0))
+
+    def window_sides(self) -> torch.Tensor:
+        """Side of each pixel's window in pixels ``[C, H, W]`` (``2r + 1``, clipped to the image)."""
+        self.check_is_fitted()
+        h, w = self.shape_
+        side = 2 * self.radius_ + 1
+        return torch.minimum(side, torch.tensor(max(h, w)))
+
+    @property
+    def info_(self) -> dict[str, Any]:
+        self.check_is_fitted()
+        sides = self.window_sides().double().flatten(1)
+        return {"method": "local", "grouping": "local", "score": self.score, "min_scores": self.min_scores,
+                "split": self.split, "seed": self.seed, "n_cal": self.n_cal_,
+                "images_per_part": dict(self.images_per_part_), "storage": "histogram",
+                "num_groups": self.num_groups_, "window_side_median": [float(v) for v in sides.median(1).values],
+                "fallback_pixels": [int(v) for v in self.fallback_pixels_]}
+
+    def state_dict(self, include_curves: bool = True) -> dict[str, Any]:
+        """Parameters, local CDFs (uint16), windows and calibration levels; ``nc_curves`` unless told not."""
+        self.check_is_fitted()
+        params = {**self.get_params(), "bins": None if self.bins is None else self.bins.state_dict()}
+        state = {"format": STATE_FORMAT, "params": {**params, "grouping": "local"}, **self.info_,
+                 "num_classes": self.num_classes_, "shape": list(self.shape_), "cdf": self.cdf_,
+                 "radius": self.radius_.to(torch.int32), "window_counts": self.window_counts_.to(torch.int32),
+                 "level_counts": self.level_counts_}
+        if include_curves:
+            state["nc_levels"] = torch.linspace(0, 1, NC_CURVE_LEVELS, dtype=torch.float64)
+            state["nc_curves"] = self.nc_curves(NC_CURVE_LEVELS)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> LocalCalibrator:
+        params = local_params(state)
+        self.set_params(**params)
+        self.cdf_, self.level_counts_ = state["cdf"], state["level_counts"].long()
+        self.radius_, self.window_counts_ = state["radius"].long(), state["window_counts"].long()
+        self.num_classes_, self.shape_ = int(state["num_classes"]), tuple(state["shape"])
+        self.images_per_part_ = dict(state["images_per_part"])
+        self.fallback_pixels_ = torch.tensor(state["fallback_pixels"])
+        self._cache, self._warned, self._fitted = {}, set(), True
+        return self
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> LocalCalibrator:
+        return cls(**local_params(state)).load_state_dict(state)
+
+
+def local_params(state: dict[str, Any]) -> dict[str, Any]:
+    """Constructor parameters of a local calibrator's state (``ValueError`` if it is not one)."""
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or "cdf" not in state:
+        raise ValueError(f"not a segcal local conformal state (expected format {STATE_FORMAT!r} with cdf)")
+    params = {k: v for k, v in state["params"].items() if k != "grouping"}
+    params["bins"] = None if params.get("bins") is None else ScoreBins.from_state_dict(params["bins"])
+    return params
+
+
+def _histogram(acc: ScoreAccumulator, bins: ScoreBins):
+    """The accumulator's scores as per-pixel histograms ``[C, H, W, B]`` with ``bins``."""
+    store = acc.store
+    if acc.exact:
+        return store.to_histogram(bins)
+    if store.bins != bins:
+        raise ValueError(f"histogram bins {store.bins} differ from the calibrator's {bins}")
+    return store

@@ -1,0 +1,160 @@
+"""``local``: windows, local CDFs, thresholds and the coverage guarantee over random splits."""
+import pytest
+import torch
+
+from planted import block_map, planted_logits, ring_map
+from segcal.calibrated import CalibrationBundle, load_bundle, save_bundle
+from segcal.conformal.accumulate import ScoreBank
+from segcal.conformal.calibrator import ConformalCalibrator, PixelwiseCalibrator
+from segcal.conformal.evaluation import CoverageAccumulator, evaluate_coverage
+from segcal.conformal.local import LEVEL_STEPS, level_quantiles, local_cdfs, window_radii
+from segcal.conformal.local_calibrator import LocalCalibrator
+from segcal.conformal.scores import class_scores, scores_at_labels
+from segcal.stats.score_histogram import ScoreBins, ScoreHistogram
+
+ALPHA = 0.1
+TOL = 0.006  # ≈ 5 Monte-Carlo standard errors of a 200-split mean
+
+
+def test_window_radii_known_answer():
+    counts = torch.ones(7, 7, dtype=torch.long)
+    radius, window = window_radii(counts, 9)
+    assert radius[3, 3] == 1 and window[3, 3] == 9  # 3x3 inside
+    assert radius[0, 0] == 2 and window[0, 0] == 9  # a corner needs radius 2: 3x3 after clipping
+    assert radius[0, 3] == 2 and window[0, 3] == 15  # an edge: 3 rows x 5 columns
+    radius, window = window_radii(counts, 1000)  # more than the image holds: the whole image
+    assert bool((radius == 7).all()) and bool((window == 49).all())
+    counts = torch.zeros(5, 5, dtype=torch.long)
+    counts[2, 2] = 4
+    radius, _ = window_radii(counts, 4)
+    assert radius[2, 2] == 0 and radius[0, 0] == 2 and radius[0, 2] == 2
+
+
+def test_local_cdf_is_the_pooled_window_histogram():
+    gen = torch.Generator().manual_seed(0)
+    bins = ScoreBins(16, -6, 6)
+    scores = torch.rand(6, 9, 11, generator=gen)
+    labels = torch.randint(0, 2, (6, 9, 11), generator=gen)
+    hist = ScoreHistogram(2, (9, 11), bins)
+    hist.update(scores, labels)
+    cdf, radius, window = local_cdfs(hist, 20)
+    for c, y, x in [(0, 0, 0), (1, 4, 5), (0, 8, 10), (1, 2, 9)]:
+        r = int(radius[c, y, x])
+        box = hist.counts[c, max(0, y - r):y + r + 1, max(0, x - r):x + r + 1].sum((0, 1)).double()
+        assert int(box.sum()) == int(window[c, y, x]) >= 20
+        if r > 0:  # the next smaller window would hold too few
+            small = hist.counts[c, max(0, y - r + 1):y + r, max(0, x - r + 1):x + r].sum()
+            assert int(small) < 20
+        expected = torch.ceil(box.cumsum(0) / box.sum() * LEVEL_STEPS - 1e-9)
+        assert torch.equal(cdf[c, y, x].to(torch.int64), expected.long())
+
+
+def test_level_quantile_is_the_conformal_order_statistic():
+    counts = torch.zeros(1, LEVEL_STEPS + 1, dtype=torch.long)
+    values = torch.tensor([5, 9, 9, 30, 100, 2000, 2000, 40000, 65535])  # n = 9
+    counts[0].index_add_(0, values, torch.ones(9, dtype=torch.long))
+    q = level_quantiles(counts, torch.tensor([0.5, 0.8, 0.9, 0.95, 0.0], dtype=torch.float64))
+    # k = ceil(10 · level) = 5, 8, 9, 10 (> n: everything), 0 (nothing)
+    assert q[:, 0].tolist() == [100, 40000, 65535, LEVEL_STEPS + 1, -1]
+
+
+def test_sets_are_the_levels_below_the_conformal_quantile():
+    logits, labels = planted_logits(20, ring_map((12, 12), [3, 5]), [0.5, 2, 4], [1, 1, 2], seed=3)
+    cp = LocalCalibrator(2, min_scores=30).fit([(logits[:12], labels[:12])])
+    scores = class_scores(logits[12:])
+    bins = ScoreBins()
+    u_hat = level_quantiles(cp.level_counts_, torch.tensor([0.9], dtype=torch.float64))[0]  # [C]
+    u = cp.cdf_.long().unsqueeze(0).expand(8, -1, -1, -1, -1).gather(
+        -1, bins.index(scores).unsqueeze(-1)).squeeze(-1)  # [N, C, H, W] level of every class score
+    expected = u <= u_hat.view(1, 2, 1, 1)
+    assert torch.equal(cp.predict_set(logits[12:], 0.1), expected)
+
+
+def _split_coverage(n_cal, splits, pool=60, seed=0):
+    """Split-averaged class coverage [C] at 1 − α and its upper bound (ties included) [C]."""
+    logits, labels = planted_logits(pool, block_map((10, 10)), [-1, 1.5, 3.5, 6], [0.5, 1, 0.5, 2], seed=seed)
+    scores = class_scores(logits)
+    bank = ScoreBank(2, (10, 10), *scores_at_labels(scores, labels))
+    gen = torch.Generator().manual_seed(seed)
+    cov, bound = [], []
+    for _ in range(splits):
+        perm = torch.randperm(pool, generator=gen)
+        cp = LocalCalibrator(2, min_scores=40).fit_bank(bank.subset(perm[:n_cal]))
+        acc = CoverageAccumulator(cp, [ALPHA], min_test_labels=1)
+        acc.update_scores(scores[perm[n_cal:]], labels[perm[n_cal:]])
+        cov.append(acc.compute().class_coverage[0])
+        counts = cp.level_counts_
+        u_hat = level_quantiles(counts, torch.tensor([1 - ALPHA], dtype=torch.float64))[0]
+        below = counts.cumsum(1).gather(1, u_hat.clamp(0, LEVEL_STEPS).view(-1, 1)).squeeze(1)
+        bound.append((below + 1).double() / (counts.sum(1) + 1).double())
+    return torch.stack(cov).mean(0), torch.stack(bound).mean(0)
+
+
+@pytest.mark.parametrize("n_cal", [10, 50])
+def test_coverage_guarantee_over_200_random_splits(n_cal):
+    cov, bound = _split_coverage(n_cal, splits=200)
+    assert bool((cov >= 1 - ALPHA - TOL).all()), cov
+    assert bool((cov <= bound + TOL).all()), (cov, bound)
+    assert bool((bound < 1 - ALPHA + 0.02).all()), bound  # pooled levels: a tight guarantee, not a full set
+
+
+def test_windows_shrink_as_data_grows():
+    logits, labels = planted_logits(200, ring_map((16, 16), [4, 7]), [0.5, 2, 4], [1, 1, 2], seed=1)
+    sides = [LocalCalibrator(2, min_scores=50).fit([(logits[:n], labels[:n])]).window_sides().double().mean()
+             for n in (10, 50, 200)]
+    assert sides[0] > sides[1] > sides[2]
+    big = LocalCalibrator(2, min_scores=20).fit([(logits, labels)])
+    assert bool((big.radius_ == 0).float().mean() > 0.9)  # ~50 scores per pixel and class: windows = pixels
+
+
+def test_local_adapts_where_imagewise_cannot():
+    # two halves with very different score distributions: one threshold per class misses both
+    logits, labels = planted_logits(120, block_map((12, 12), 1, 2), [0.5, 5.0], [1.0, 1.0], seed=2)
+    stream = [(logits[:60], labels[:60])]
+    test = [(logits[60:], labels[60:])]
+    local = evaluate_coverage(LocalCalibrator(2, min_scores=50).fit(stream), test, min_test_labels=5)
+    image = evaluate_coverage(ConformalCalibrator("image", 2).fit(stream), test, min_test_labels=5)
+    pixel = evaluate_coverage(PixelwiseCalibrator(2).fit(stream), test, min_test_labels=5)
+    assert local.mean_ce < image.mean_ce - 0.03
+    assert local.mean_ce < pixel.mean_ce + 0.005
+
+
+def test_state_round_trip_through_a_bundle(tmp_path):
+    logits, labels = planted_logits(30, ring_map((12, 12), [3, 5]), [0.5, 2, 4], [1, 1, 2], seed=4)
+    cp = LocalCalibrator(2, min_scores=25, split=0.6).fit([(logits, labels)])
+    save_bundle(CalibrationBundle(conformal=cp), tmp_path / "local.pt")
+    back = load_bundle(tmp_path / "local.pt").conformal
+    assert isinstance(back, LocalCalibrator) and back.get_params() == cp.get_params()
+    assert torch.equal(back.predict_set(logits, 0.2), cp.predict_set(logits, 0.2))
+    assert back.cdf_.dtype == torch.uint16 and back.info_ == cp.info_
+    assert torch.equal(back.nc_curves(), cp.nc_curves())
+
+
+def test_a_class_never_seen_falls_back_to_the_full_set_without_nan():
+    logits, labels = planted_logits(12, ring_map((8, 8), [2]), [1, 3], [1, 1], seed=5)
+    labels = torch.zeros_like(labels)  # class 1 never labelled
+    cp = LocalCalibrator(2, min_scores=10).fit([(logits, labels)])
+    t = cp.thresholds(0.1)
+    assert not torch.isnan(t).any() and bool((t[1] == 1).all())
+    assert cp.fallback_pixels_.tolist() == [0, 64]
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"min_scores": 0}, "min_scores must be a positive int"),
+    ({"min_scores": 2.5}, "min_scores must be a positive int"),
+    ({"split": 1.0}, "split must lie strictly between 0 and 1"),
+    ({"split": None}, "split must lie strictly between 0 and 1"),
+    ({"mode": "fast"}, "mode must be one of"),
+])
+def test_bad_parameters_are_one_clear_error(params, message):
+    with pytest.raises(ValueError, match=message):
+        LocalCalibrator(2, **params)
+
+
+def test_too_few_images_for_the_split_and_bad_alpha():
+    logits, labels = planted_logits(3, ring_map((8, 8), [2]), [1, 3], [1, 1], seed=6)
+    with pytest.raises(ValueError, match="too few calibration images for the split"):
+        LocalCalibrator(2).fit([(logits[:1], labels[:1])])
+    cp = LocalCalibrator(2, min_scores=5).fit([(logits, labels)])
+    with pytest.raises(ValueError, match="alpha must lie strictly between 0 and 1"):
+        cp.predict_set(logits, 1.5)
