@@ -15,7 +15,8 @@ runs in a fresh worker process:
   240×320, batch 8, no grad — with 1 thread (the ratio target; stable on a shared machine)
   and with torch's default thread count;
 * ``groupings``: k-means (4 clusters) and genetic-annuli fits on the per-pixel statistics of
-  100 images, and a whole Kandinsky ``fit_parts``;
+  100 images, a whole Kandinsky ``fit_parts`` and a whole ``local`` ``fit_parts`` on the same parts (target:
+  local ≤ 2× Kandinsky k-means); ``memory`` also runs the local method at N and N/10 (flat in N);
 * ``evaluation``: streaming per-pixel coverage evaluation (19 levels: coverage, set sizes, empty
   and full sets; 16 and 64 test images; 1 thread and all cores) vs per-pixel Python loops on a
   16×16 crop, extrapolated to 240×320: over pixels, levels and classes in NumPy as research code
@@ -96,7 +97,13 @@ def worker_memory(n: int, mode: str) -> dict:
     memory = PeakMemory()
     gen = [0.0]
     t0 = time.perf_counter()
-    if mode == "histogram":
+    if mode == "local":  # local method: two histogram parts, local CDFs, thresholds
+        from segcal.conformal.local_calibrator import LocalCalibrator
+
+        cp = LocalCalibrator(2, mode="histogram").fit(timed_stream(n, gen))
+        cp.thresholds(0.1)
+        stored = cp.cdf_.numel() * cp.cdf_.element_size()
+    elif mode == "histogram":
         cp = PixelwiseCalibrator(2, mode="histogram").fit(timed_stream(n, gen))
         cp.thresholds(0.1)
         stored = cp.scores_.counts.numel() * cp.scores_.counts.element_size()
@@ -159,6 +166,7 @@ def worker_groupings(n: int) -> dict:
     from segcal.conformal.grouping import pixel_statistics
     from segcal.conformal.grouping_annuli import annuli_grouping
     from segcal.conformal.grouping_kmeans import kmeans_grouping
+    from segcal.conformal.local_calibrator import LocalCalibrator
     from segcal.conformal.scores import label_scores
 
     fit, cal = ScoreAccumulator(2, (H, W), mode="histogram"), ScoreAccumulator(2, (H, W), mode="histogram")
@@ -176,9 +184,12 @@ def worker_groupings(n: int) -> dict:
     t0 = time.perf_counter()
     KandinskyCalibrator("kmeans", 2).fit_parts({"fit": fit, "cal": cal})
     t_fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    LocalCalibrator(2).fit_parts({"fit": fit, "cal": cal})
+    t_local = time.perf_counter() - t0
     truth = planted().flatten().numpy()
     return {"fit_images": fit.num_images, "pixel_statistics_s": t_stats, "kmeans_fit_s": t_kmeans,
-            "annuli_fit_s": t_annuli, "kandinsky_kmeans_fit_parts_s": t_fit,
+            "annuli_fit_s": t_annuli, "kandinsky_kmeans_fit_parts_s": t_fit, "local_fit_parts_s": t_local,
             "kmeans_ari_vs_planted": [adjusted_rand_score(truth, m.flatten().numpy()) for m in km],
             "annuli_ari_vs_planted": [adjusted_rand_score(truth, m.flatten().numpy()) for m in ann]}
 
@@ -284,7 +295,8 @@ def main() -> None:
     small = big // 10
     load_before = os.getloadavg()
     print(f"bench_conformal: {H}x{W}, 2 classes, memory at N={big} vs N={small}")
-    mem = {f"{mode}_{n}": run_worker("memory", n=n, mode=mode) for mode in ("histogram", "exact") for n in (small, big)}
+    mem = {f"{mode}_{n}": run_worker("memory", n=n, mode=mode) for mode in ("histogram", "local", "exact")
+           for n in (small, big)}
     timing = run_worker("timing", reps=2 if args.quick else 3)
     groupings = run_worker("groupings", n=32 if args.quick else 100)
     cores = os.cpu_count() or 1
@@ -296,6 +308,9 @@ def main() -> None:
         "histogram_peak_memory_big_vs_small":
             mem[f"histogram_{big}"]["peak_mib"] / mem[f"histogram_{small}"]["peak_mib"],
         "exact_store_peak_memory_big_vs_small": mem[f"exact_{big}"]["peak_mib"] / mem[f"exact_{small}"]["peak_mib"],
+        "local_peak_memory_big_vs_small": mem[f"local_{big}"]["peak_mib"] / mem[f"local_{small}"]["peak_mib"],
+        "local_fit_time_vs_kandinsky_kmeans": groupings["local_fit_parts_s"]
+        / groupings["kandinsky_kmeans_fit_parts_s"],
         "accumulation_time_vs_unet_forward": t1["histogram_accumulation_s_per_image"] / t1["unet_forward_s_per_image"],
         "validated_accumulation_time_vs_unet_forward": t1["with_input_validation_s_per_image"]
         / t1["unet_forward_s_per_image"],
@@ -308,6 +323,8 @@ def main() -> None:
         "histogram_peak_memory_big_vs_small <= 1.2": ratios["histogram_peak_memory_big_vs_small"] <= 1.2,
         "accumulation_time_vs_unet_forward <= 0.10": ratios["accumulation_time_vs_unet_forward"] <= 0.10,
         "kmeans_fit_s < 10": groupings["kmeans_fit_s"] < 10,
+        "local_peak_memory_big_vs_small <= 1.2": ratios["local_peak_memory_big_vs_small"] <= 1.2,
+        "local_fit_time_vs_kandinsky_kmeans <= 2": ratios["local_fit_time_vs_kandinsky_kmeans"] <= 2,
         "annuli_fit_s < 60": groupings["annuli_fit_s"] < 60,
         **{f"evaluation_speedup_vs_pixel_level_loop_{k} >= 100":
            ratios[f"evaluation_speedup_vs_pixel_level_loop_{k}"] >= 100 for k in evaluation},
@@ -333,7 +350,8 @@ def main() -> None:
                   f" ({1e3 * t['with_input_validation_s_per_image']:.2f} with input validation);"
                   f" exact store {1e3 * t['exact_store_s_per_image']:.2f} ms/image")
     print(f"k-means fit {groupings['kmeans_fit_s']:.2f} s, annuli fit {groupings['annuli_fit_s']:.2f} s,"
-          f" Kandinsky fit_parts {groupings['kandinsky_kmeans_fit_parts_s']:.2f} s"
+          f" Kandinsky fit_parts {groupings['kandinsky_kmeans_fit_parts_s']:.2f} s,"
+          f" local fit_parts {groupings['local_fit_parts_s']:.2f} s"
           f" (ARI vs planted: k-means {groupings['kmeans_ari_vs_planted']},"
           f" annuli {groupings['annuli_ari_vs_planted']})")
     for key, e in evaluation.items():

@@ -7,7 +7,7 @@ from segcal.calibrated import CalibrationBundle, load_bundle, save_bundle
 from segcal.conformal.accumulate import ScoreBank
 from segcal.conformal.calibrator import ConformalCalibrator, PixelwiseCalibrator
 from segcal.conformal.evaluation import CoverageAccumulator, evaluate_coverage
-from segcal.conformal.local import LEVEL_STEPS, level_quantiles, local_cdfs, window_radii
+from segcal.conformal.local import LEVEL_STEPS, cross_fit, level_quantiles, local_cdfs, window_radii, within_bin
 from segcal.conformal.local_calibrator import LocalCalibrator
 from segcal.conformal.scores import class_scores, scores_at_labels
 from segcal.stats.score_histogram import ScoreBins, ScoreHistogram
@@ -58,19 +58,50 @@ def test_level_quantile_is_the_conformal_order_statistic():
     assert q[:, 0].tolist() == [100, 40000, 65535, LEVEL_STEPS + 1, -1]
 
 
-def test_sets_are_the_levels_below_the_conformal_quantile():
+@pytest.mark.parametrize("fitting", ["cross", "split"])
+def test_sets_are_the_levels_below_the_conformal_quantile(fitting):
     logits, labels = planted_logits(20, ring_map((12, 12), [3, 5]), [0.5, 2, 4], [1, 1, 2], seed=3)
-    cp = LocalCalibrator(2, min_scores=30).fit([(logits[:12], labels[:12])])
+    cp = LocalCalibrator(2, min_scores=30, fitting=fitting).fit([(logits[:12], labels[:12])])
+    assert cp.interpolated_ == (fitting == "cross")  # exact scores: levels placed inside their bins
     scores = class_scores(logits[12:])
     bins = ScoreBins()
-    u_hat = level_quantiles(cp.level_counts_, torch.tensor([0.9], dtype=torch.float64))[0]  # [C]
-    u = cp.cdf_.long().unsqueeze(0).expand(8, -1, -1, -1, -1).gather(
-        -1, bins.index(scores).unsqueeze(-1)).squeeze(-1)  # [N, C, H, W] level of every class score
-    expected = u <= u_hat.view(1, 2, 1, 1)
-    assert torch.equal(cp.predict_set(logits[12:], 0.1), expected)
+    u_hat = level_quantiles(cp.level_counts_, torch.tensor([0.9], dtype=torch.float64))[0].double()  # [C]
+    index = bins.index(scores)
+    cdf = cp.cdf_.long().unsqueeze(0).expand(8, -1, -1, -1, -1)
+    hi = cdf.gather(-1, index.unsqueeze(-1)).squeeze(-1).double()
+    lo = cdf.gather(-1, (index - 1).clamp_min(0).unsqueeze(-1)).squeeze(-1).double().masked_fill(index == 0, 0)
+    t = within_bin(scores, index, bins) if cp.interpolated_ else torch.ones_like(hi)
+    u = lo + t * (hi - lo)  # the level of every class score [N, C, H, W]
+    margin = (u - u_hat.view(1, 2, 1, 1)).abs() > 1e-3
+    sets = cp.predict_set(logits[12:], 0.1)
+    assert torch.equal(sets[margin], (u <= u_hat.view(1, 2, 1, 1))[margin])
+    assert margin.float().mean() > 0.99
 
 
-def _split_coverage(n_cal, splits, pool=60, seed=0):
+def test_cross_fitted_levels_are_out_of_fold():
+    gen = torch.Generator().manual_seed(0)
+    bins = ScoreBins(16, -6, 6)
+    folds = []
+    for _ in range(3):
+        hist = ScoreHistogram(2, (9, 11), bins)
+        hist.update(torch.rand(4, 9, 11, generator=gen), torch.randint(0, 2, (4, 9, 11), generator=gen))
+        folds.append(hist)
+    cdf, radius, window, counts = cross_fit(folds, 20)
+    total = ScoreHistogram(2, (9, 11), bins, sum(f.counts for f in folds))
+    assert torch.equal(cdf, local_cdfs(total, 20)[0])  # test images see every fold
+    expected = torch.zeros_like(counts)
+    for fold in folds:  # brute force: each fold's cells through the CDF of the other folds' window
+        rest = total.counts - fold.counts
+        for c, y, x, b in torch.nonzero(fold.counts).tolist():
+            r = int(radius[c, y, x])
+            box = rest[c, max(0, y - r):y + r + 1, max(0, x - r):x + r + 1].sum((0, 1)).long().cumsum(0)
+            n = int(box[-1])
+            level = LEVEL_STEPS if n == 0 else -(-int(box[b]) * LEVEL_STEPS // n)
+            expected[c, level] += int(fold.counts[c, y, x, b])
+    assert torch.equal(expected, counts)
+
+
+def _split_coverage(n_cal, splits, pool=60, seed=0, fitting="cross"):
     """Split-averaged class coverage [C] at 1 − α and its upper bound (ties included) [C]."""
     logits, labels = planted_logits(pool, block_map((10, 10)), [-1, 1.5, 3.5, 6], [0.5, 1, 0.5, 2], seed=seed)
     scores = class_scores(logits)
@@ -79,7 +110,7 @@ def _split_coverage(n_cal, splits, pool=60, seed=0):
     cov, bound = [], []
     for _ in range(splits):
         perm = torch.randperm(pool, generator=gen)
-        cp = LocalCalibrator(2, min_scores=40).fit_bank(bank.subset(perm[:n_cal]))
+        cp = LocalCalibrator(2, min_scores=40, fitting=fitting).fit_bank(bank.subset(perm[:n_cal]))
         acc = CoverageAccumulator(cp, [ALPHA], min_test_labels=1)
         acc.update_scores(scores[perm[n_cal:]], labels[perm[n_cal:]])
         cov.append(acc.compute().class_coverage[0])
@@ -90,9 +121,9 @@ def _split_coverage(n_cal, splits, pool=60, seed=0):
     return torch.stack(cov).mean(0), torch.stack(bound).mean(0)
 
 
-@pytest.mark.parametrize("n_cal", [10, 50])
-def test_coverage_guarantee_over_200_random_splits(n_cal):
-    cov, bound = _split_coverage(n_cal, splits=200)
+@pytest.mark.parametrize("n_cal, fitting", [(10, "cross"), (50, "cross"), (10, "split"), (50, "split")])
+def test_coverage_guarantee_over_200_random_splits(n_cal, fitting):
+    cov, bound = _split_coverage(n_cal, splits=200, fitting=fitting)
     assert bool((cov >= 1 - ALPHA - TOL).all()), cov
     assert bool((cov <= bound + TOL).all()), (cov, bound)
     assert bool((bound < 1 - ALPHA + 0.02).all()), bound  # pooled levels: a tight guarantee, not a full set
@@ -153,8 +184,17 @@ def test_bad_parameters_are_one_clear_error(params, message):
 
 def test_too_few_images_for_the_split_and_bad_alpha():
     logits, labels = planted_logits(3, ring_map((8, 8), [2]), [1, 3], [1, 1], seed=6)
-    with pytest.raises(ValueError, match="too few calibration images for the split"):
+    with pytest.raises(ValueError, match="too few calibration images for the local method"):
         LocalCalibrator(2).fit([(logits[:1], labels[:1])])
     cp = LocalCalibrator(2, min_scores=5).fit([(logits, labels)])
     with pytest.raises(ValueError, match="alpha must lie strictly between 0 and 1"):
         cp.predict_set(logits, 1.5)
+
+
+def test_auto_min_scores_grows_windows_for_few_images():
+    logits, labels = planted_logits(120, ring_map((12, 12), [3, 5]), [0.5, 2, 4], [1, 1, 2], seed=7)
+    few = LocalCalibrator(2).fit([(logits[:10], labels[:10])])
+    many = LocalCalibrator(2).fit([(logits, labels)])
+    assert (few.min_scores_, many.min_scores_) == (200, 50)  # max(50, ⌈2000 / n⌉)
+    assert LocalCalibrator(2, min_scores=7).fit([(logits[:10], labels[:10])]).min_scores_ == 7
+    assert few.info_["min_scores"] == 200 and few.get_params()["min_scores"] == "auto"

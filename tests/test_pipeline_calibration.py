@@ -239,3 +239,24 @@ def test_method_parameters_are_listed_and_checked(capsys):
     assert main(["calibrate", "--list-params", "--method", "selective"]) == 0
     out = capsys.readouterr().out
     assert "wrong_weight" in out and "t2" in out and "kmeans" not in out
+
+
+def test_local_method_end_to_end(run, tmp_path, capsys):
+    run_dir, ckpt = run
+    assert _cli("calibrate", ckpt, "--method", "local", "--param", "min_scores=50") == 0
+    local = ckpt.with_name("last.local.ckpt")
+    bundle = load_bundle(local)
+    assert bundle.conformal.method == "local" and bundle.conformal.min_scores_ == 50
+    assert sum(bundle.conformal.images_per_part_.values()) == 12 and bundle.conformal.folds == 5
+    assert _cli("evaluate", local, "--out", run_dir / "eval" / "local") == 0
+    result = EvaluationResult.read(run_dir / "eval" / "local" / "evaluation.json")
+    assert result.conformal.method == "local" and 0 < result.conformal.at(0.9).coverage <= 1
+    assert {"window_map", "ce_map", "set_overlay_0"} <= {f.key for f in result.figures}
+    assert _cli("predict", local, "--alpha", "0.1", "--out", tmp_path / "p") == 0
+    assert np.load(next((tmp_path / "p").glob("*.npz")))["sets"].shape == (3, 32, 32)
+    capsys.readouterr()
+    assert _cli("calibrate", "--list-params", "--method", "local") == 0
+    listed = capsys.readouterr().out
+    assert "min_scores" in listed and "split" in listed and "num_groups" not in listed
+    assert _cli("calibrate", ckpt, "--method", "local", "--param", "num_groups=3", "--out", tmp_path / "x.ckpt") == 2
+    assert "invalid --param num_groups for local" in capsys.readouterr().err

@@ -14,8 +14,10 @@ CONFORMAL_METHODS: dict[str, tuple[str, dict[str, Any]]] = {  # name → (groupi
     "pixel": ("pixel", {}), "image": ("image", {}), "kandinsky-kmeans": ("kmeans", {}),
     "kandinsky-annuli": ("annuli", {}),
     "kandinsky-auto": ("kmeans", {"num_groups": "auto"}),  # number of groups chosen on held-out images
+    "local": ("local", {}),  # locally pooled, globally conformalized (segcal.conformal.local_calibrator)
 }
-"""Per-pixel conformal calibration: the grouping of :class:`~segcal.conformal.ConformalCalibrator`."""
+"""Per-pixel conformal calibration: the grouping of :class:`~segcal.conformal.ConformalCalibrator`, or
+``"local"`` for :class:`~segcal.conformal.local_calibrator.LocalCalibrator`."""
 
 METHODS = (*RECALIBRATION_METHODS, *CONFORMAL_METHODS)
 

@@ -1,10 +1,11 @@
-"""Per-pixel conformal prediction for segmentation: pixelwise, imagewise and Kandinsky calibration."""
+"""Per-pixel conformal prediction for segmentation: pixelwise, imagewise, Kandinsky and local calibration."""
 from segcal._lazy import lazy_exports
 
 _EXPORTS = {"segcal.conformal.accumulate": "ScoreAccumulator ScoreBank",
             "segcal.conformal.calibrator": "ConformalCalibrator ImagewiseCalibrator KandinskyCalibrator "
                                            "PixelwiseCalibrator assign_parts",
             "segcal.conformal.evaluation": "CoverageAccumulator CoverageResult evaluate_coverage",
+            "segcal.conformal.local_calibrator": "LocalCalibrator",
             "segcal.conformal.grouping": "PixelStatistics get_grouping register_grouping",
             "segcal.conformal.quantile": "COVERAGE_LEVELS", "segcal.conformal.scores": "class_scores label_scores",
             "segcal.conformal.sets": "ambiguous prediction_sets set_size",

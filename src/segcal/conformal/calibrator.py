@@ -56,8 +56,6 @@ from segcal.estimator import Estimator
 from segcal.outputs import Head, Kind, as_tensor, check_batch, num_output_classes
 from segcal.stats.score_histogram import ScoreBins
 
-_PART_CODES = {"cal": 0, "fit": 1, "val": 2}
-
 
 def assign_parts(first: int, n: int, split: float | None, with_val: bool = False) -> torch.Tensor:
     """Part code per image (0 = thresholds, 1 = grouping fit, 2 = group-count selection).
@@ -156,6 +154,10 @@ class ConformalCalibrator(Estimator):
             return ("cal",)
         return ("cal", "fit", "val") if self.num_groups == "auto" else ("cal", "fit")
 
+    def _part_codes(self, first: int, n: int) -> torch.Tensor:
+        """The part (index into :meth:`_parts`: cal, fit, val) of images ``first … first + n − 1``."""
+        return assign_parts(first, n, self.split_, "val" in self._parts())
+
     # ----------------------------------------------------------------------------------- fitting
     def fit(self, stream: Iterable[tuple[torch.Tensor, torch.Tensor]], *, n_cal: int | None = None,
             sync_dist: bool | None = None) -> ConformalCalibrator:
@@ -187,9 +189,9 @@ class ConformalCalibrator(Estimator):
             if not parts:
                 parts = {name: ScoreAccumulator(num_classes, shape, self.mode, self.bins or ScoreBins(),
                                                 self.max_exact_scores) for name in self._parts()}
-            codes = assign_parts(seen, s.shape[0], self.split_, "val" in parts)
-            for name, acc in parts.items():
-                keep = codes == _PART_CODES[name]
+            codes = self._part_codes(seen, s.shape[0])
+            for index, acc in enumerate(parts.values()):
+                keep = codes == index
                 acc.update(s[keep], y[keep])
             seen += s.shape[0]
             if n_cal is not None and seen >= n_cal:
@@ -209,10 +211,10 @@ class ConformalCalibrator(Estimator):
             raise ValueError(f"bank has {bank.num_classes} classes but num_classes={self.num_classes}")
         if len(bank) == 0:
             raise ValueError("the calibration bank is empty")
-        codes = assign_parts(0, len(bank), self.split_, "val" in self._parts())
+        codes = self._part_codes(0, len(bank))
         parts = {}
-        for name in self._parts():
-            acc = ScoreAccumulator.wrap(bank.subset(torch.nonzero(codes == _PART_CODES[name]).flatten()))
+        for index, name in enumerate(self._parts()):
+            acc = ScoreAccumulator.wrap(bank.subset(torch.nonzero(codes == index).flatten()))
             parts[name] = acc.to_histogram() if self.mode == "histogram" else acc
         return self.fit_parts(parts)
 

@@ -31,10 +31,18 @@ RADII = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128
 """Window radii tried, smallest first (side ``2r + 1``); the last one that fits covers the whole image."""
 
 
-def _integral(x: torch.Tensor) -> torch.Tensor:
-    """Zero-padded 2-D integral image of ``x [H, W, ...]`` → ``[H + 1, W + 1, ...]`` (int64)."""
-    s = x.long().cumsum(0).cumsum(1)
-    return torch.nn.functional.pad(s, (0, 0) * (x.ndim - 2) + (1, 0, 1, 0))
+def _integral(x: torch.Tensor, total: int) -> torch.Tensor:
+    """Zero-padded 2-D integral image of integer ``x [H, W, ...]`` (summing to ``total``) →
+    ``[H + 1, W + 1, ...]``, int32 when ``total`` fits, else int64. Row and column running sums add whole
+    contiguous rows: several times faster than ``cumsum`` over the leading dimensions."""
+    dtype = torch.int32 if total < 2**31 else torch.int64
+    out = torch.zeros((x.shape[0] + 1, x.shape[1] + 1, *x.shape[2:]), dtype=dtype)
+    out[1:, 1:] = x.to(dtype)
+    for i in range(2, out.shape[0]):
+        out[i] += out[i - 1]
+    for j in range(2, out.shape[1]):
+        out[:, j] += out[:, j - 1]
+    return out
 
 
 def _box(integral: torch.Tensor, radius: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
@@ -52,7 +60,7 @@ def window_radii(counts: torch.Tensor, min_scores: int) -> tuple[torch.Tensor, t
     Pixels whose whole image holds fewer keep the whole image (the largest radius needed).
     """
     h, w = counts.shape
-    integral = _integral(counts)
+    integral = _integral(counts, int(counts.sum()))
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     radius = torch.full((h, w), -1, dtype=torch.long)
     window = torch.zeros((h, w), dtype=torch.long)
@@ -64,8 +72,29 @@ def window_radii(counts: torch.Tensor, min_scores: int) -> tuple[torch.Tensor, t
         n = _box(integral, torch.tensor(r), ys[todo], xs[todo])
         done = (n >= min_scores) | (r == biggest)
         idx = torch.nonzero(todo.flatten()).flatten()[done]
-        radius.view(-1)[idx], window.view(-1)[idx] = r, n[done]
+        radius.view(-1)[idx], window.view(-1)[idx] = r, n[done].long()
     return radius, window
+
+
+def _ceil_levels(cum: torch.Tensor) -> torch.Tensor:
+    """``⌈LEVEL_STEPS · cum / total⌉`` per row of cumulative counts ``[P, B]`` (exact integer ceil); rows without
+    a score get ``LEVEL_STEPS`` everywhere."""
+    total = cum[:, -1:]
+    level = (cum * LEVEL_STEPS + total - 1).div_(total.clamp_min(1), rounding_mode="floor")
+    return level.masked_fill_(total == 0, LEVEL_STEPS)
+
+
+def _window_cumsums(parts: list[torch.Tensor], radius: torch.Tensor):
+    """Per block of pixels, the bin-cumulated window histograms ``[P, B]`` (int64) of every part.
+
+    ``parts``: per-pixel histograms ``[H, W, B]`` of one class; ``radius [H, W]`` the windows.
+    """
+    h, w = radius.shape
+    integrals = [_integral(x, int(x.sum(dtype=torch.int64))) for x in parts]
+    flat_radius = radius.reshape(-1)
+    for chunk in torch.arange(h * w).split(_CHUNK):
+        ys, xs, r = chunk // w, chunk % w, flat_radius[chunk]
+        yield chunk, [_box(integral, r, ys, xs).cumsum(-1).long() for integral in integrals]
 
 
 def local_cdfs(fit: ScoreHistogram, min_scores: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -80,33 +109,111 @@ def local_cdfs(fit: ScoreHistogram, min_scores: int) -> tuple[torch.Tensor, torc
     cdf = torch.empty((c, h, w, b), dtype=torch.uint16)
     radius = torch.empty((c, h, w), dtype=torch.long)
     window = torch.empty((c, h, w), dtype=torch.long)
-    pixels = torch.arange(h * w)
     for k in range(c):  # one class at a time bounds the memory to one [H + 1, W + 1, B] integral image
         radius[k], window[k] = window_radii(counts[k].sum(-1), min_scores)
-        integral = _integral(counts[k])
-        flat_cdf, flat_radius = torch.empty((h * w, b), dtype=torch.int32), radius[k].view(-1)
-        for chunk in pixels.split(_CHUNK):
-            hist = _box(integral, flat_radius[chunk], chunk // w, chunk % w)  # [chunk, B]
-            cum = hist.cumsum(-1).double()
-            total = cum[:, -1:]
-            level = torch.ceil(cum * LEVEL_STEPS / total.clamp_min(1) - 1e-9)
-            level = torch.where(total > 0, level, torch.full_like(level, LEVEL_STEPS))
-            flat_cdf[chunk] = level.clamp(0, LEVEL_STEPS).to(torch.int32)
-        cdf[k] = flat_cdf.view(h, w, b).to(torch.uint16)
-        del integral, flat_cdf
+        flat = torch.empty((h * w, b), dtype=torch.int32)
+        for chunk, (cum,) in _window_cumsums([counts[k]], radius[k]):
+            flat[chunk] = _ceil_levels(cum).to(torch.int32)
+        cdf[k] = flat.view(h, w, b).to(torch.uint16)
     return cdf, radius, window
+
+
+def cross_fit(folds: list[ScoreHistogram], min_scores: int, exact: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """K-fold cross-fitted local CDFs: windows and the stored CDF from every fold, levels out of fold.
+
+    Windows come from the scores per pixel of all folds together (labels only); the returned
+    ``cdf [C, H, W, B]`` (uint16) pools every fold, for test images. Each fold's scores get their levels
+    from the CDF of the *other* folds over the same windows (never their own), pooled into
+    ``level_counts [C, LEVEL_STEPS + 1]``. With ``exact`` (per fold: scores and labels ``[N, H, W]``) a
+    level is interpolated inside the score's bin (linear in the logit, :func:`within_bin`), else it is the
+    CDF at the bin's upper edge. Also returns ``radius`` and ``window`` ``[C, H, W]``. Integral images of
+    bin-cumulated counts make every out-of-fold level a handful of look-ups.
+    """
+    c, (h, w), b = folds[0].num_classes, folds[0].shape, folds[0].bins.num_bins
+    parts = [fold.counts.view(c, h, w, b) for fold in folds]
+    cdf = torch.empty((c, h, w, b), dtype=torch.uint16)
+    radius = torch.empty((c, h, w), dtype=torch.long)
+    window = torch.empty((c, h, w), dtype=torch.long)
+    counts = torch.zeros((c, LEVEL_STEPS + 1), dtype=torch.long)
+    for k in range(c):
+        total = sum(part[k] for part in parts)
+        per_pixel = total.sum(-1)
+        scores = int(per_pixel.sum())  # the largest entry of every integral image below
+        radius[k], window[k] = window_radii(per_pixel, min_scores)
+        whole = _integral(total.cumsum(-1, dtype=torch.int32), scores)
+        flat = torch.empty((h * w, b), dtype=torch.int32)
+        for chunk in torch.arange(h * w).split(_CHUNK):
+            cum = _box(whole, radius[k].view(-1)[chunk], chunk // w, chunk % w).long()
+            flat[chunk] = _ceil_levels(cum).to(torch.int32)
+        cdf[k] = flat.view(h, w, b).to(torch.uint16)
+        for j, part in enumerate(parts):
+            if exact is None:  # every (pixel, bin) cell holding scores, weighted by its count
+                ys, xs, bs = torch.nonzero(part[k], as_tuple=True)
+                weight, t = part[k][ys, xs, bs].long(), None
+            else:  # every score, placed inside its bin
+                fold_scores, fold_labels = exact[j]
+                _, ys, xs = torch.nonzero(fold_labels == k, as_tuple=True)
+                s = fold_scores[fold_labels == k]
+                bs = folds[j].bins.index(s)
+                weight, t = torch.ones_like(ys), within_bin(s, bs, folds[j].bins)
+            if ys.numel() == 0:
+                continue
+            own = _integral(part[k].cumsum(-1, dtype=torch.int32), scores)
+            level = _out_of_fold_levels(whole, own, radius[k][ys, xs], ys, xs, bs, t)
+            counts[k].index_add_(0, level, weight)
+            del own
+    return cdf, radius, window, counts
+
+
+def within_bin(scores: torch.Tensor, index: torch.Tensor, bins: ScoreBins) -> torch.Tensor:
+    """Position ``t ∈ [0, 1]`` (float64) of ``scores`` inside their bins ``index``, linear in the logit; ``1`` in
+    the first and last bins (whose outer edges 0 and 1 have no finite logit)."""
+    edges = bins.edges.double()
+    lo, hi = edges[index], edges[index + 1]
+    logit = lambda p: torch.log(p) - torch.log1p(-p)  # noqa: E731
+    inner = (index > 0) & (index < bins.num_bins - 1)
+    safe = lambda p: torch.where(inner, p, torch.full_like(p, 0.5))  # noqa: E731
+    t = (logit(safe(scores.double())) - logit(safe(lo))) / (logit(safe(hi)) - logit(safe(lo)))
+    return torch.where(inner, t.clamp(0, 1), torch.ones_like(t))
+
+
+def _box3(integral: torch.Tensor, radius: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, bins: torch.Tensor
+          ) -> torch.Tensor:
+    """Window sums at single bins: ``integral [H + 1, W + 1, B]`` at pixels ``(ys, xs)`` and ``bins`` → int64."""
+    h, w = integral.shape[0] - 1, integral.shape[1] - 1
+    y0, y1 = (ys - radius).clamp_min(0), (ys + radius + 1).clamp_max(h)
+    x0, x1 = (xs - radius).clamp_min(0), (xs + radius + 1).clamp_max(w)
+    return (integral[y1, x1, bins].long() - integral[y0, x1, bins] - integral[y1, x0, bins]
+            + integral[y0, x0, bins])
+
+
+def _out_of_fold_levels(whole: torch.Tensor, own: torch.Tensor, radius: torch.Tensor, ys: torch.Tensor,
+                        xs: torch.Tensor, bs: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+    """Integer levels ``⌈LEVEL_STEPS · F_rest⌉`` (``LEVEL_STEPS`` for an empty window) of queries at pixels
+    ``(ys, xs)`` and bins ``bs``, ``F_rest`` the CDF of ``whole − own``; inside the bin at ``t`` when given."""
+    last = torch.tensor(whole.shape[-1] - 1)
+    hi = _box3(whole, radius, ys, xs, bs) - _box3(own, radius, ys, xs, bs)
+    n = _box3(whole, radius, ys, xs, last) - _box3(own, radius, ys, xs, last)
+    if t is None:
+        level = (hi * LEVEL_STEPS + n - 1).div_(n.clamp_min(1), rounding_mode="floor")
+    else:
+        below = (bs - 1).clamp_min(0)
+        lo = (_box3(whole, radius, ys, xs, below) - _box3(own, radius, ys, xs, below)).masked_fill_(bs == 0, 0)
+        u = (lo + t * (hi - lo)) / n.clamp_min(1)
+        level = torch.ceil(u * LEVEL_STEPS - 1e-9).long()
+    return level.clamp_(0, LEVEL_STEPS).masked_fill_(n == 0, LEVEL_STEPS)
 
 
 def level_counts(cdf: torch.Tensor, cal: ScoreHistogram) -> torch.Tensor:
     """Histogram of the calibration levels ``u = F_{c,x}(s)`` per class: ``[C, LEVEL_STEPS + 1]`` int64."""
     c = cal.num_classes
-    levels = cdf.view(c, -1).to(torch.int64)  # [C, H·W·B]
+    levels = cdf.view(c, -1)  # [C, H·W·B] uint16
     weights = cal.counts.view(c, -1)
     out = torch.zeros((c, LEVEL_STEPS + 1), dtype=torch.long)
     for k in range(c):
-        used = weights[k] > 0
-        out[k] = torch.bincount(levels[k][used], weights=weights[k][used].double(),
-                                minlength=LEVEL_STEPS + 1).round().long()
+        used = torch.nonzero(weights[k]).flatten()  # calibration (pixel, bin) cells holding scores
+        out[k].index_add_(0, levels[k][used].to(torch.int64), weights[k][used].to(torch.int64))
     return out
 
 
@@ -124,17 +231,29 @@ def level_quantiles(counts: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     return torch.where(k.T <= 0, torch.full_like(u, -1), u).T
 
 
-def local_thresholds(cdf: torch.Tensor, u_hat: torch.Tensor, bins: ScoreBins) -> torch.Tensor:
-    """Score thresholds ``[A, C, H, W]``: the upper edge of the last bin whose local CDF is ``≤ û_c``
-    (``u_hat [A, C]``); ``1`` where every bin is (trivial), ``0`` where none is."""
+def local_thresholds(cdf: torch.Tensor, u_hat: torch.Tensor, bins: ScoreBins, interpolate: bool = False
+                     ) -> torch.Tensor:
+    """Score thresholds ``[A, C, H, W]`` for levels ``u_hat [A, C]``: the largest score whose local level is
+    ``≤ û_c``. Levels are the CDF at bin upper edges (the threshold is a bin edge) or, with ``interpolate``,
+    linear in the logit inside a bin (as :func:`within_bin`). ``1`` where every bin qualifies (trivial), ``0``
+    where none does."""
     c, h, w, b = cdf.shape
     a = u_hat.shape[0]
+    edges = bins.edges.double()
+    logit = torch.log(edges) - torch.log1p(-edges)  # ±inf at the outer edges, never used there
     out = torch.empty((a, c, h, w))
     for k in range(c):
         rows = cdf[k].reshape(-1, b).to(torch.int32)
         wanted = u_hat[:, k].to(torch.int32).view(1, a).expand(rows.shape[0], a).contiguous()
-        last = torch.searchsorted(rows, wanted, right=True) - 1  # [H·W, A]: last bin with cdf ≤ û
-        edge = bins.edges[(last + 1).clamp(0, b)]
-        edge = torch.where(last < 0, torch.zeros_like(edge), edge)
-        out[:, k] = edge.T.reshape(a, h, w)
+        first = torch.searchsorted(rows, wanted, right=True)  # [H·W, A]: first bin whose level exceeds û
+        edge = edges[first.clamp(0, b)]  # its lower edge; 1 when no bin exceeds û
+        if interpolate:
+            inner = (first > 0) & (first < b - 1)
+            i = first.clamp(1, b - 2)
+            f_hi = rows.gather(1, i).double()
+            f_lo = rows.gather(1, i - 1).double()
+            t = ((wanted.double() - f_lo) / (f_hi - f_lo).clamp_min(1e-12)).clamp(0, 1)
+            inside = torch.sigmoid(logit[i] + t * (logit[i + 1] - logit[i]))
+            edge = torch.where(inner, inside, edge)
+        out[:, k] = edge.float().T.reshape(a, h, w)
     return out

@@ -17,35 +17,45 @@ import torch
 from segcal.conformal.accumulate import DEFAULT_MAX_EXACT_SCORES, Mode, ScoreAccumulator
 from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.diagnostics import trivial_message
-from segcal.conformal.local import level_counts, level_quantiles, local_cdfs, local_thresholds
+from segcal.conformal.local import cross_fit, level_counts, level_quantiles, local_cdfs, local_thresholds
 from segcal.conformal.state import NC_CURVE_LEVELS, STATE_FORMAT
 from segcal.errors import no_labels
 from segcal.outputs import Head, Kind
 from segcal.stats.score_histogram import ScoreBins
 
-DEFAULT_MIN_SCORES = 100
+AUTO_MIN_SCORES = (50, 2000)
+"""``min_scores="auto"``: ``max(50, ⌈2000 / n⌉)`` for ``n`` calibration images (measured on CCP, see
+docs/conformal.md): windows of at least 50 scores, larger when few images give few scores per pixel."""
 DEFAULT_LOCAL_SPLIT = 0.5
+DEFAULT_FOLDS = 5
+FITTINGS = ("cross", "split")
+"""``split``: local CDFs from one part, levels from the other (exact guarantee). ``cross``: both parts give
+levels through the other part's CDF (two-fold cross-fitting) and test images use the CDF of both."""
 
 
 class LocalCalibrator(ConformalCalibrator):
     """Locally pooled, globally conformalized class-conditional sets (user-facing name ``local``).
 
     Parameters (stored as given): ``num_classes`` (``None``: from the data); ``min_scores``, the scores of a
-    class a window must hold (the window around a pixel grows until it does); ``split``, the share of images
+    class a window must hold (the window around a pixel grows until it does; ``"auto"``: see
+    :data:`AUTO_MIN_SCORES`); ``fitting`` (:data:`FITTINGS`) and ``folds``; ``split``, the share of images
     that fit the local CDFs (the others set the conformal level); ``score``, ``kind``, ``head``,
     ``ignore_index``, ``mode``, ``bins``, ``max_exact_scores``, ``seed`` as :class:`ConformalCalibrator`.
 
-    Fitted attributes: ``num_classes_``, ``shape_``, ``cdf_ [C, H, W, B]`` (uint16 local CDFs),
+    Fitted attributes: ``min_scores_`` (the number used), ``num_classes_``, ``shape_``, ``cdf_ [C, H, W, B]`` (uint16 local CDFs),
     ``radius_ [C, H, W]`` and ``window_counts_ [C, H, W]`` (window radius and scores in it),
-    ``level_counts_ [C, L]`` (calibration levels), ``images_per_part_``, ``fallback_pixels_ [C]`` (pixels
+    ``level_counts_ [C, L]`` (calibration levels), ``interpolated_`` (levels placed inside score bins: every
+    part held exact scores), ``images_per_part_``, ``fallback_pixels_ [C]`` (pixels
     whose whole image held fewer than ``min_scores`` scores of the class).
     """
 
-    def __init__(self, num_classes: int | None = None, *, min_scores: int = DEFAULT_MIN_SCORES,
-                 split: float = DEFAULT_LOCAL_SPLIT, score: str = "lac", kind: Kind = "logits",
+    def __init__(self, num_classes: int | None = None, *, min_scores: int | str = "auto",
+                 fitting: str = "cross", folds: int = DEFAULT_FOLDS, split: float = DEFAULT_LOCAL_SPLIT,
+                 score: str = "lac", kind: Kind = "logits",
                  head: Head = "softmax", ignore_index: int = 255, mode: Mode = "auto", bins: ScoreBins | None = None,
                  max_exact_scores: int = DEFAULT_MAX_EXACT_SCORES, seed: int = 0) -> None:
-        self.num_classes, self.min_scores, self.split = num_classes, min_scores, split
+        self.num_classes, self.min_scores, self.fitting = num_classes, min_scores, fitting
+        self.folds, self.split = folds, split
         self.score, self.kind, self.head, self.ignore_index = score, kind, head, ignore_index
         self.mode, self.bins, self.max_exact_scores, self.seed = mode, bins, max_exact_scores, seed
         self._validate_params()
@@ -55,8 +65,13 @@ class LocalCalibrator(ConformalCalibrator):
     grouping = "local"  # not a parameter: what states and results call the method
 
     def _validate_params(self) -> None:
-        if not (isinstance(self.min_scores, int) and not isinstance(self.min_scores, bool) and self.min_scores >= 1):
-            raise ValueError(f"min_scores must be a positive int, got {self.min_scores!r}")
+        if self.min_scores != "auto" and not (isinstance(self.min_scores, int) and not isinstance(
+                self.min_scores, bool) and self.min_scores >= 1):
+            raise ValueError(f"min_scores must be a positive int or 'auto', got {self.min_scores!r}")
+        if self.fitting not in FITTINGS:
+            raise ValueError(f"fitting must be one of {FITTINGS}, got {self.fitting!r}")
+        if not (isinstance(self.folds, int) and not isinstance(self.folds, bool) and self.folds >= 2):
+            raise ValueError(f"folds must be an int >= 2, got {self.folds!r}")
         if self.split is None or not 0 < self.split < 1:
             raise ValueError(f"split must lie strictly between 0 and 1 (the share of images fitting the local "
                              f"CDFs), got {self.split!r}")
@@ -81,24 +96,43 @@ class LocalCalibrator(ConformalCalibrator):
         return self.shape_[0] * self.shape_[1]
 
     def _parts(self) -> tuple[str, ...]:
+        if self.fitting == "cross":
+            return tuple(f"fold{j}" for j in range(self.folds))
         return ("cal", "fit")
 
+    def _part_codes(self, first: int, n: int) -> torch.Tensor:
+        if self.fitting == "cross":  # image i → fold i mod K: data-independent, evenly interleaved
+            return torch.arange(first, first + n) % self.folds
+        return super()._part_codes(first, n)
+
     def fit_parts(self, parts: dict[str, ScoreAccumulator]) -> LocalCalibrator:
-        """Fit local CDFs on ``parts["fit"]`` and the conformal levels on ``parts["cal"]``."""
+        """Cross-fit the folds (``fitting="cross"``), or fit local CDFs on ``parts["fit"]`` and the conformal
+        levels on ``parts["cal"]`` (``"split"``)."""
         need = {name: acc.num_images for name, acc in parts.items()}
-        if min(need.values()) == 0:
-            raise ValueError(f"too few calibration images for the split: images per part {need} (the local "
-                             "method needs at least one image to fit the local CDFs and one to calibrate; "
-                             "use at least 2 images)")
+        used = sum(n > 0 for n in need.values())
+        if (self.fitting == "cross" and used < 2) or min(need.values()) == 0 and self.fitting == "split":
+            raise ValueError(f"too few calibration images for the local method: images per part {need} "
+                             "(it needs at least 2 images: local CDFs come from other images than the levels)")
         bins = self.bins or ScoreBins()
-        fit, cal = (_histogram(parts[name], bins) for name in ("fit", "cal"))
-        if int(cal.counts.sum()) == 0 or int(fit.counts.sum()) == 0:
+        hists = {name: _histogram(acc, bins) for name, acc in parts.items() if acc.num_images}
+        if sum(int(h.counts.sum()) for h in hists.values()) == 0:
             raise no_labels(self.ignore_index, "the calibration images")
-        self.cdf_, self.radius_, self.window_counts_ = local_cdfs(fit, self.min_scores)
-        self.level_counts_ = level_counts(self.cdf_, cal)
-        self.num_classes_, self.shape_ = cal.num_classes, tuple(cal.shape)
+        n = sum(need.values())
+        floor, budget = AUTO_MIN_SCORES
+        self.min_scores_ = max(floor, -(-budget // n)) if self.min_scores == "auto" else self.min_scores
+        self.interpolated_ = self.fitting == "cross" and all(acc.exact for acc in parts.values())
+        if self.fitting == "cross":
+            exact = ([(parts[name].store.scores, parts[name].store.labels) for name in hists]
+                     if self.interpolated_ else None)
+            self.cdf_, self.radius_, self.window_counts_, self.level_counts_ = cross_fit(
+                list(hists.values()), self.min_scores_, exact)
+        else:
+            self.cdf_, self.radius_, self.window_counts_ = local_cdfs(hists["fit"], self.min_scores_)
+            self.level_counts_ = level_counts(self.cdf_, hists["cal"])
+        first = next(iter(hists.values()))
+        self.num_classes_, self.shape_ = first.num_classes, tuple(first.shape)
         self.images_per_part_ = need
-        self.fallback_pixels_ = (self.window_counts_ < self.min_scores).flatten(1).sum(1)
+        self.fallback_pixels_ = (self.window_counts_ < self.min_scores_).flatten(1).sum(1)
         self._cache, self._warned, self._fitted = {}, set(), True
         return self
 
@@ -106,11 +140,12 @@ class LocalCalibrator(ConformalCalibrator):
         """Per-pixel score thresholds ``[A, C, H, W]`` at coverage levels ``[A]``."""
         self.check_is_fitted()
         levels = torch.as_tensor(levels, dtype=torch.float64).reshape(-1)
-        return local_thresholds(self.cdf_, level_quantiles(self.level_counts_, levels), self.bins or ScoreBins())
+        return local_thresholds(self.cdf_, level_quantiles(self.level_counts_, levels), self.bins or ScoreBins(),
+                                self.interpolated_)
 
     def trivial_warning(self, alpha: float, thresholds: torch.Tensor | None = None) -> str | None:
         thresholds = self.thresholds(alpha) if thresholds is None else thresholds
-        return trivial_message(thresholds, alpha, False, self.images_per_part_.get("cal", 0))
+        return trivial_message(thresholds, alpha, False, self.n_cal_)
 
     def window_sides(self) -> torch.Tensor:
         """Side of each pixel's window in pixels ``[C, H, W]`` (``2r + 1``, clipped to the image)."""
@@ -123,8 +158,9 @@ class LocalCalibrator(ConformalCalibrator):
     def info_(self) -> dict[str, Any]:
         self.check_is_fitted()
         sides = self.window_sides().double().flatten(1)
-        return {"method": "local", "grouping": "local", "score": self.score, "min_scores": self.min_scores,
-                "split": self.split, "seed": self.seed, "n_cal": self.n_cal_,
+        return {"method": "local", "grouping": "local", "score": self.score, "min_scores": self.min_scores_,
+                "fitting": self.fitting, "folds": self.folds, "split": self.split, "seed": self.seed,
+                "n_cal": self.n_cal_,
                 "images_per_part": dict(self.images_per_part_), "storage": "histogram",
                 "num_groups": self.num_groups_, "window_side_median": [float(v) for v in sides.median(1).values],
                 "fallback_pixels": [int(v) for v in self.fallback_pixels_]}
@@ -136,7 +172,7 @@ class LocalCalibrator(ConformalCalibrator):
         state = {"format": STATE_FORMAT, "params": {**params, "grouping": "local"}, **self.info_,
                  "num_classes": self.num_classes_, "shape": list(self.shape_), "cdf": self.cdf_,
                  "radius": self.radius_.to(torch.int32), "window_counts": self.window_counts_.to(torch.int32),
-                 "level_counts": self.level_counts_}
+                 "level_counts": self.level_counts_, "interpolated": self.interpolated_}
         if include_curves:
             state["nc_levels"] = torch.linspace(0, 1, NC_CURVE_LEVELS, dtype=torch.float64)
             state["nc_curves"] = self.nc_curves(NC_CURVE_LEVELS)
@@ -149,6 +185,8 @@ class LocalCalibrator(ConformalCalibrator):
         self.radius_, self.window_counts_ = state["radius"].long(), state["window_counts"].long()
         self.num_classes_, self.shape_ = int(state["num_classes"]), tuple(state["shape"])
         self.images_per_part_ = dict(state["images_per_part"])
+        self.interpolated_ = bool(state["interpolated"])
+        self.min_scores_ = int(state["min_scores"])
         self.fallback_pixels_ = torch.tensor(state["fallback_pixels"])
         self._cache, self._warned, self._fitted = {}, set(), True
         return self

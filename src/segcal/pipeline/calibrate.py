@@ -1,8 +1,8 @@
 """`segcal calibrate`: fit a recalibrator or a conformal calibrator on the calibration split.
 
 Recalibration methods (``temperature``, ``vector``, ``selective``, ``lts``) map logits to
-calibrated logits; conformal methods (``pixel``, ``image``, ``kandinsky-kmeans``,
-``kandinsky-annuli``) store nc curves for prediction sets. Both go into a
+calibrated logits; conformal methods (``pixel``, ``image``, ``kandinsky-*``, ``local``) store what
+their per-pixel prediction sets need. Both go into a
 :class:`~segcal.calibrated.CalibrationBundle`; a conformal calibrator is fitted on the
 logits *after* the bundle's recalibrator, so the two compose.
 """
@@ -15,6 +15,7 @@ from typing import Any
 from segcal.calibrated import CalibrationBundle
 from segcal.calibrators.registry import CALIBRATORS, make_calibrator
 from segcal.conformal.calibrator import ConformalCalibrator
+from segcal.conformal.local_calibrator import LocalCalibrator
 from segcal.errors import NoLabelsError
 from segcal.methods import CONFORMAL_METHODS, RECALIBRATION_METHODS, check_method
 from segcal.pipeline.progress import track
@@ -35,7 +36,7 @@ def method_params(method: str) -> dict[str, Any]:
         cls = CALIBRATORS[method]
         defaults: dict[str, Any] = {}
     else:
-        cls, defaults = ConformalCalibrator, CONFORMAL_METHODS[method][1]
+        cls, defaults = conformal_class(method), CONFORMAL_METHODS[method][1]
         if method in ("pixel", "image"):
             skip |= set(GROUPING_PARAMS)
     signature = inspect.signature(cls.__init__).parameters
@@ -58,8 +59,16 @@ def make_conformal(method: str, num_classes: int, head: str = "softmax", ignore_
     if check_method(method) not in CONFORMAL_METHODS:
         raise ValueError(f"{method!r} is a recalibration method, not a conformal one")
     grouping, defaults = CONFORMAL_METHODS[method]
-    return ConformalCalibrator(grouping, num_classes, kind="logits", head=head, ignore_index=ignore_index,
-                               seed=seed, **{**defaults, **check_params(method, params)})
+    options = {"kind": "logits", "head": head, "ignore_index": ignore_index, "seed": seed,
+               **defaults, **check_params(method, params)}
+    if grouping == "local":
+        return LocalCalibrator(num_classes, **options)
+    return ConformalCalibrator(grouping, num_classes, **options)
+
+
+def conformal_class(method: str) -> type[ConformalCalibrator]:
+    """The calibrator class of a conformal method name."""
+    return LocalCalibrator if CONFORMAL_METHODS[method][0] == "local" else ConformalCalibrator
 
 
 def _progress(enabled: bool):

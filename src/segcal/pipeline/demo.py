@@ -3,7 +3,7 @@
 Stages, all into one run directory: train a small UNet far past its best epoch on few
 images (the last checkpoint is over-fitted and over-confident; temperature scaling fits T ≈ 1.5)
 → measure calibration on the test split → fit temperature and selective scaling on the
-calibration split and measure again → calibrate the four conformal methods and evaluate
+calibration split and measure again → calibrate the five conformal methods and evaluate
 their coverage → a low-data sweep → ``report.html``.
 The model runs once per split and later stages reuse the cached logits; the uncalibrated model is measured
 once (``eval/last-test``), and each calibrated evaluation measures only what its calibrator changes.
@@ -36,7 +36,7 @@ QUICK_OVERRIDES = [
 # a folder dataset has many more training images than the 32 built-in ones: fewer epochs keep it in minutes
 FOLDER_OVERRIDES = ["train.epochs=30", "train.val_every=1", "train.checkpoint_every=10", "data.batch_size=16"]
 RECALIBRATION = ("temperature", "selective")
-CONFORMAL = ("pixel", "image", "kandinsky-kmeans", "kandinsky-annuli")
+CONFORMAL = ("pixel", "image", "kandinsky-kmeans", "kandinsky-annuli", "local")
 SWEEP_N_CALS = (10, 25, 50)
 QUICK_SELECTIVE = {"epochs": 5}
 

@@ -13,6 +13,7 @@ import torch
 from segcal.batch import Batch
 from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.evaluation import CoverageResult
+from segcal.conformal.local_calibrator import LocalCalibrator
 from segcal.metrics.calibration_results import CalibrationResults
 from segcal.plots.calibration import plot_all
 from segcal.plots.conformal import (
@@ -21,6 +22,7 @@ from segcal.plots.conformal import (
     plot_group_maps,
     plot_prediction_set_overlay,
     plot_set_size_map,
+    plot_window_maps,
 )
 
 CALIBRATION_TITLES = {"reliability": "Reliability diagram (top-label confidence)",
@@ -66,10 +68,15 @@ def write_figures(folder: Path, calibration: list[CalibrationResults], coverage:
         entries.append(_entry(key, title, path, root, "calibration"))
     if coverage is None or conformal is None:
         return entries
+    if isinstance(conformal, LocalCalibrator):
+        first = ("window_map", "Neighbourhood size (local), every class",
+                 lambda p: plot_window_maps(conformal.window_sides(), conformal.min_scores_, class_names, path=p))
+    else:
+        first = ("group_map", f"Group maps ({conformal.method}), every class",
+                 lambda p: plot_group_maps(conformal.group_map_, class_names,
+                                           f"{conformal.method}: {conformal.num_groups_} groups", path=p))
     conformal_plots: list[tuple[str, str, Any]] = [
-        ("group_map", f"Group maps ({conformal.method}), every class",
-         lambda p: plot_group_maps(conformal.group_map_, class_names,
-                                   f"{conformal.method}: {conformal.num_groups_} groups", path=p)),
+        first,
         ("ce_map", "Per-pixel coverage error, every class",
          lambda p: plot_ce_maps(coverage, class_names, path=p)),
         ("coverage_vs_nominal", "Coverage vs nominal level", lambda p: plot_coverage_vs_nominal(coverage, path=p)),

@@ -102,6 +102,24 @@ def plot_group_maps(group_map: torch.Tensor, class_names: Sequence[str] | None =
     return _finish(fig, path)
 
 
+def plot_window_maps(sides: torch.Tensor, min_scores: int, class_names: Sequence[str] | None = None,
+                     title: str = "local", path: PathLike = None) -> Figure:
+    """Neighbourhood size of the local method: the side in pixels of each pixel's window ``[C, H, W]`` (the
+    smallest square holding ``min_scores`` calibration scores of the class), one named panel per class, log
+    colour scale shared by all classes."""
+    s = sides.double().numpy()
+    fig, axes = _class_grid(s.shape[0])
+    norm = matplotlib.colors.LogNorm(vmin=1, vmax=max(2.0, float(s.max())))
+    im = None
+    for c, ax in enumerate(axes):
+        im = ax.imshow(s[c], cmap="viridis", norm=norm)
+        ax.set_title(f"{_class_name(class_names, c)}: median {float(np.median(s[c])):g} px", fontsize=8)
+        ax.set_axis_off()
+    fig.colorbar(im, ax=axes, label="window side (pixels)", shrink=0.8)
+    fig.suptitle(f"{title}: neighbourhood size (windows holding ≥ {min_scores} scores of the class)", fontsize=9)
+    return _finish(fig, path)
+
+
 def plot_group_map(group_map: torch.Tensor, class_index: int = -1, title: str = "groups",
                    path: PathLike = None) -> Figure:
     """Group ids ``[H, W]`` or ``[C, H, W]`` (one class shown) as a categorical map."""
