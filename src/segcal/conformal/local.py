@@ -61,7 +61,7 @@ def window_radii(counts: torch.Tensor, min_scores: int) -> tuple[torch.Tensor, t
     """
     h, w = counts.shape
     integral = _integral(counts, int(counts.sum()))
-    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    ys, xs = _grid(h, w)
     radius = torch.full((h, w), -1, dtype=torch.long)
     window = torch.zeros((h, w), dtype=torch.long)
     biggest = max(h, w)
@@ -159,10 +159,11 @@ def cross_fit(folds: list[ScoreHistogram], min_scores: int, exact: list[tuple[to
                 weight, t = torch.ones_like(ys), within_bin(s, bs, folds[j].bins)
             if ys.numel() == 0:
                 continue
-            own = _integral(part[k].cumsum(-1, dtype=torch.int32), scores)
-            level = _out_of_fold_levels(whole, own, radius[k][ys, xs], ys, xs, bs, t)
+            rest = whole - _integral(part[k].cumsum(-1, dtype=torch.int32), scores)  # the other folds
+            n_rest = _box(_integral(per_pixel - part[k].sum(-1), scores), radius[k], *_grid(h, w))
+            level = _out_of_fold_levels(rest, n_rest[ys, xs], radius[k][ys, xs], ys, xs, bs, t)
             counts[k].index_add_(0, level, weight)
-            del own
+            del rest
     return cdf, radius, window, counts
 
 
@@ -188,18 +189,21 @@ def _box3(integral: torch.Tensor, radius: torch.Tensor, ys: torch.Tensor, xs: to
             + integral[y0, x0, bins])
 
 
-def _out_of_fold_levels(whole: torch.Tensor, own: torch.Tensor, radius: torch.Tensor, ys: torch.Tensor,
+def _grid(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column index of every pixel ``[H, W]``."""
+    return torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+
+
+def _out_of_fold_levels(rest: torch.Tensor, n: torch.Tensor, radius: torch.Tensor, ys: torch.Tensor,
                         xs: torch.Tensor, bs: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
     """Integer levels ``⌈LEVEL_STEPS · F_rest⌉`` (``LEVEL_STEPS`` for an empty window) of queries at pixels
-    ``(ys, xs)`` and bins ``bs``, ``F_rest`` the CDF of ``whole − own``; inside the bin at ``t`` when given."""
-    last = torch.tensor(whole.shape[-1] - 1)
-    hi = _box3(whole, radius, ys, xs, bs) - _box3(own, radius, ys, xs, bs)
-    n = _box3(whole, radius, ys, xs, last) - _box3(own, radius, ys, xs, last)
+    ``(ys, xs)`` and bins ``bs``: ``rest`` the integral image of the other folds' bin-cumulated counts, ``n``
+    their scores in each query's window; inside the bin at ``t`` when given."""
+    hi = _box3(rest, radius, ys, xs, bs)
     if t is None:
         level = (hi * LEVEL_STEPS + n - 1).div_(n.clamp_min(1), rounding_mode="floor")
     else:
-        below = (bs - 1).clamp_min(0)
-        lo = (_box3(whole, radius, ys, xs, below) - _box3(own, radius, ys, xs, below)).masked_fill_(bs == 0, 0)
+        lo = _box3(rest, radius, ys, xs, (bs - 1).clamp_min(0)).masked_fill_(bs == 0, 0)
         u = (lo + t * (hi - lo)) / n.clamp_min(1)
         level = torch.ceil(u * LEVEL_STEPS - 1e-9).long()
     return level.clamp_(0, LEVEL_STEPS).masked_fill_(n == 0, LEVEL_STEPS)

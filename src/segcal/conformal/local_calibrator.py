@@ -40,9 +40,11 @@ class LocalCalibrator(ConformalCalibrator):
     class a window must hold (the window around a pixel grows until it does; ``"auto"``: see
     :data:`AUTO_MIN_SCORES`); ``fitting`` (:data:`FITTINGS`) and ``folds``; ``split``, the share of images
     that fit the local CDFs (the others set the conformal level); ``score``, ``kind``, ``head``,
-    ``ignore_index``, ``mode``, ``bins``, ``max_exact_scores``, ``seed`` as :class:`ConformalCalibrator`.
+    ``ignore_index``, ``mode``, ``bins``, ``max_exact_scores``, ``seed`` as
+    :class:`ConformalCalibrator`.
 
-    Fitted attributes: ``min_scores_`` (the number used), ``num_classes_``, ``shape_``, ``cdf_ [C, H, W, B]`` (uint16 local CDFs),
+    Fitted attributes: ``min_scores_`` (the number used), ``num_classes_``, ``shape_``,
+    ``cdf_ [C, H, W, B]`` (uint16 local CDFs),
     ``radius_ [C, H, W]`` and ``window_counts_ [C, H, W]`` (window radius and scores in it),
     ``level_counts_ [C, L]`` (calibration levels), ``interpolated_`` (levels placed inside score bins: every
     part held exact scores), ``images_per_part_``, ``fallback_pixels_ [C]`` (pixels
@@ -115,8 +117,6 @@ class LocalCalibrator(ConformalCalibrator):
                              "(it needs at least 2 images: local CDFs come from other images than the levels)")
         bins = self.bins or ScoreBins()
         hists = {name: _histogram(acc, bins) for name, acc in parts.items() if acc.num_images}
-        if sum(int(h.counts.sum()) for h in hists.values()) == 0:
-            raise no_labels(self.ignore_index, "the calibration images")
         n = sum(need.values())
         floor, budget = AUTO_MIN_SCORES
         self.min_scores_ = max(floor, -(-budget // n)) if self.min_scores == "auto" else self.min_scores
@@ -129,6 +129,8 @@ class LocalCalibrator(ConformalCalibrator):
         else:
             self.cdf_, self.radius_, self.window_counts_ = local_cdfs(hists["fit"], self.min_scores_)
             self.level_counts_ = level_counts(self.cdf_, hists["cal"])
+        if int(self.window_counts_.max()) == 0:
+            raise no_labels(self.ignore_index, "the calibration images")
         first = next(iter(hists.values()))
         self.num_classes_, self.shape_ = first.num_classes, tuple(first.shape)
         self.images_per_part_ = need
