@@ -15,8 +15,9 @@ runs in a fresh worker process:
   240×320, batch 8, no grad — with 1 thread (the ratio target; stable on a shared machine)
   and with torch's default thread count;
 * ``groupings``: k-means (4 clusters) and genetic-annuli fits on the per-pixel statistics of
-  100 images, a whole Kandinsky ``fit_parts`` and a whole ``local`` ``fit_parts`` on the same parts (target:
-  local ≤ 2× Kandinsky k-means); ``memory`` also runs the local method at N and N/10 (flat in N);
+  100 images, a whole Kandinsky ``fit_parts`` and a whole ``local`` ``fit_parts`` on the same histogram parts,
+  and both again from exact scores of the same images (``fit_bank``, what ``mode="auto"`` keeps up to 2**26
+  scores; target: local ≤ 2× Kandinsky k-means); ``memory`` also runs the local method at N and N/10 (flat in N);
 * ``evaluation``: streaming per-pixel coverage evaluation (19 levels: coverage, set sizes, empty
   and full sets; 16 and 64 test images; 1 thread and all cores) vs per-pixel Python loops on a
   16×16 crop, extrapolated to 240×320: over pixels, levels and classes in NumPy as research code
@@ -161,7 +162,7 @@ def worker_timing(reps: int) -> dict:
 def worker_groupings(n: int) -> dict:
     from sklearn.metrics import adjusted_rand_score
 
-    from segcal.conformal.accumulate import ScoreAccumulator
+    from segcal.conformal.accumulate import ScoreAccumulator, ScoreBank
     from segcal.conformal.calibrator import KandinskyCalibrator
     from segcal.conformal.grouping import pixel_statistics
     from segcal.conformal.grouping_annuli import annuli_grouping
@@ -170,8 +171,11 @@ def worker_groupings(n: int) -> dict:
     from segcal.conformal.scores import label_scores
 
     fit, cal = ScoreAccumulator(2, (H, W), mode="histogram"), ScoreAccumulator(2, (H, W), mode="histogram")
+    bank = ScoreBank(2, (H, W))  # the same images as exact scores (what mode="auto" keeps up to 2**26 scores)
     for i, (logits, labels) in enumerate(batches(2 * n)):
-        (fit if i % 2 else cal).update(*label_scores(logits, labels))
+        scores = label_scores(logits, labels)
+        (fit if i % 2 else cal).update(*scores)
+        bank.update(*scores)
     t0 = time.perf_counter()
     stats = pixel_statistics(fit, (0.6, 0.7, 0.8, 0.9))
     t_stats = time.perf_counter() - t0
@@ -187,9 +191,16 @@ def worker_groupings(n: int) -> dict:
     t0 = time.perf_counter()
     LocalCalibrator(2).fit_parts({"fit": fit, "cal": cal})
     t_local = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    KandinskyCalibrator("kmeans", 2).fit_bank(bank)
+    t_fit_exact = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    LocalCalibrator(2).fit_bank(bank)
+    t_local_exact = time.perf_counter() - t0
     truth = planted().flatten().numpy()
     return {"fit_images": fit.num_images, "pixel_statistics_s": t_stats, "kmeans_fit_s": t_kmeans,
             "annuli_fit_s": t_annuli, "kandinsky_kmeans_fit_parts_s": t_fit, "local_fit_parts_s": t_local,
+            "kandinsky_kmeans_fit_exact_s": t_fit_exact, "local_fit_exact_s": t_local_exact,
             "kmeans_ari_vs_planted": [adjusted_rand_score(truth, m.flatten().numpy()) for m in km],
             "annuli_ari_vs_planted": [adjusted_rand_score(truth, m.flatten().numpy()) for m in ann]}
 
@@ -309,8 +320,10 @@ def main() -> None:
             mem[f"histogram_{big}"]["peak_mib"] / mem[f"histogram_{small}"]["peak_mib"],
         "exact_store_peak_memory_big_vs_small": mem[f"exact_{big}"]["peak_mib"] / mem[f"exact_{small}"]["peak_mib"],
         "local_peak_memory_big_vs_small": mem[f"local_{big}"]["peak_mib"] / mem[f"local_{small}"]["peak_mib"],
-        "local_fit_time_vs_kandinsky_kmeans": groupings["local_fit_parts_s"]
+        "local_fit_time_vs_kandinsky_kmeans_histogram": groupings["local_fit_parts_s"]
         / groupings["kandinsky_kmeans_fit_parts_s"],
+        "local_fit_time_vs_kandinsky_kmeans_exact": groupings["local_fit_exact_s"]
+        / groupings["kandinsky_kmeans_fit_exact_s"],
         "accumulation_time_vs_unet_forward": t1["histogram_accumulation_s_per_image"] / t1["unet_forward_s_per_image"],
         "validated_accumulation_time_vs_unet_forward": t1["with_input_validation_s_per_image"]
         / t1["unet_forward_s_per_image"],
@@ -324,7 +337,9 @@ def main() -> None:
         "accumulation_time_vs_unet_forward <= 0.10": ratios["accumulation_time_vs_unet_forward"] <= 0.10,
         "kmeans_fit_s < 10": groupings["kmeans_fit_s"] < 10,
         "local_peak_memory_big_vs_small <= 1.2": ratios["local_peak_memory_big_vs_small"] <= 1.2,
-        "local_fit_time_vs_kandinsky_kmeans <= 2": ratios["local_fit_time_vs_kandinsky_kmeans"] <= 2,
+        "local_fit_time_vs_kandinsky_kmeans_exact <= 2": ratios["local_fit_time_vs_kandinsky_kmeans_exact"] <= 2,
+        "local_fit_time_vs_kandinsky_kmeans_histogram <= 2":
+            ratios["local_fit_time_vs_kandinsky_kmeans_histogram"] <= 2,
         "annuli_fit_s < 60": groupings["annuli_fit_s"] < 60,
         **{f"evaluation_speedup_vs_pixel_level_loop_{k} >= 100":
            ratios[f"evaluation_speedup_vs_pixel_level_loop_{k}"] >= 100 for k in evaluation},
@@ -351,7 +366,8 @@ def main() -> None:
                   f" exact store {1e3 * t['exact_store_s_per_image']:.2f} ms/image")
     print(f"k-means fit {groupings['kmeans_fit_s']:.2f} s, annuli fit {groupings['annuli_fit_s']:.2f} s,"
           f" Kandinsky fit_parts {groupings['kandinsky_kmeans_fit_parts_s']:.2f} s,"
-          f" local fit_parts {groupings['local_fit_parts_s']:.2f} s"
+          f" local fit_parts {groupings['local_fit_parts_s']:.2f} s; exact scores: k-means"
+          f" {groupings['kandinsky_kmeans_fit_exact_s']:.2f} s, local {groupings['local_fit_exact_s']:.2f} s"
           f" (ARI vs planted: k-means {groupings['kmeans_ari_vs_planted']},"
           f" annuli {groupings['annuli_ari_vs_planted']})")
     for key, e in evaluation.items():

@@ -31,12 +31,17 @@ RADII = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128
 """Window radii tried, smallest first (side ``2r + 1``); the last one that fits covers the whole image."""
 
 
-def _integral(x: torch.Tensor, total: int) -> torch.Tensor:
+def _integral(x: torch.Tensor, total: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """Zero-padded 2-D integral image of integer ``x [H, W, ...]`` (summing to ``total``) →
-    ``[H + 1, W + 1, ...]``, int32 when ``total`` fits, else int64. Row and column running sums add whole
-    contiguous rows: several times faster than ``cumsum`` over the leading dimensions."""
+    ``[H + 1, W + 1, ...]``, int32 when ``total`` fits, else int64 (written into ``out`` when given, a buffer of
+    that shape and dtype). Row and column running sums add whole contiguous rows: several times faster than
+    ``cumsum`` over the leading dimensions."""
     dtype = torch.int32 if total < 2**31 else torch.int64
-    out = torch.zeros((x.shape[0] + 1, x.shape[1] + 1, *x.shape[2:]), dtype=dtype)
+    shape = (x.shape[0] + 1, x.shape[1] + 1, *x.shape[2:])
+    if out is None or out.shape != shape or out.dtype != dtype:
+        out = torch.empty(shape, dtype=dtype)
+    out[0].zero_()
+    out[:, 0].zero_()
     out[1:, 1:] = x.to(dtype)
     for i in range(2, out.shape[0]):
         out[i] += out[i - 1]
@@ -61,7 +66,7 @@ def window_radii(counts: torch.Tensor, min_scores: int) -> tuple[torch.Tensor, t
     """
     h, w = counts.shape
     integral = _integral(counts, int(counts.sum()))
-    ys, xs = _grid(h, w)
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     radius = torch.full((h, w), -1, dtype=torch.long)
     window = torch.zeros((h, w), dtype=torch.long)
     biggest = max(h, w)
@@ -136,14 +141,17 @@ def cross_fit(folds: list[ScoreHistogram], min_scores: int, exact: list[tuple[to
     radius = torch.empty((c, h, w), dtype=torch.long)
     window = torch.empty((c, h, w), dtype=torch.long)
     counts = torch.zeros((c, LEVEL_STEPS + 1), dtype=torch.long)
+    limit = sum(fold.num_images for fold in folds) * h * w  # bounds every integral image entry
+    pixels = torch.arange(h * w)
     for k in range(c):
-        total = sum(part[k] for part in parts)
-        per_pixel = total.sum(-1)
-        scores = int(per_pixel.sum())  # the largest entry of every integral image below
+        owns = [_integral(part[k].cumsum(-1, dtype=torch.int32), limit) for part in parts]  # per fold
+        whole = owns[0].clone()
+        for own in owns[1:]:
+            whole += own
+        per_pixel = _box(whole[..., -1], torch.tensor(0), pixels // w, pixels % w).view(h, w)
         radius[k], window[k] = window_radii(per_pixel, min_scores)
-        whole = _integral(total.cumsum(-1, dtype=torch.int32), scores)
         flat = torch.empty((h * w, b), dtype=torch.int32)
-        for chunk in torch.arange(h * w).split(_CHUNK):
+        for chunk in pixels.split(_CHUNK):
             cum = _box(whole, radius[k].view(-1)[chunk], chunk // w, chunk % w).long()
             flat[chunk] = _ceil_levels(cum).to(torch.int32)
         cdf[k] = flat.view(h, w, b).to(torch.uint16)
@@ -153,17 +161,18 @@ def cross_fit(folds: list[ScoreHistogram], min_scores: int, exact: list[tuple[to
                 weight, t = part[k][ys, xs, bs].long(), None
             else:  # every score, placed inside its bin
                 fold_scores, fold_labels = exact[j]
-                _, ys, xs = torch.nonzero(fold_labels == k, as_tuple=True)
-                s = fold_scores[fold_labels == k]
+                mine = (fold_labels == k).transpose(0, 2).transpose(0, 1)  # [H, W, N]: pixel-major order,
+                ys, xs, _ = torch.nonzero(mine, as_tuple=True)  # so look-ups walk the integral image once
+                s = fold_scores.permute(1, 2, 0)[mine]
                 bs = folds[j].bins.index(s)
                 weight, t = torch.ones_like(ys), within_bin(s, bs, folds[j].bins)
             if ys.numel() == 0:
                 continue
-            rest = whole - _integral(part[k].cumsum(-1, dtype=torch.int32), scores)  # the other folds
-            n_rest = _box(_integral(per_pixel - part[k].sum(-1), scores), radius[k], *_grid(h, w))
-            level = _out_of_fold_levels(rest, n_rest[ys, xs], radius[k][ys, xs], ys, xs, bs, t)
+            rest = torch.sub(whole, owns[j], out=owns[j])  # integral image of the other folds (owns[j] is spent)
+            n = _box(rest[..., -1], radius[k].view(-1), pixels // w, pixels % w).view(h, w)[ys, xs]
+            level = _out_of_fold_levels(rest, n, radius[k][ys, xs], ys, xs, bs, t)
             counts[k].index_add_(0, level, weight)
-            del rest
+        del owns, whole
     return cdf, radius, window, counts
 
 
@@ -179,19 +188,20 @@ def within_bin(scores: torch.Tensor, index: torch.Tensor, bins: ScoreBins) -> to
     return torch.where(inner, t.clamp(0, 1), torch.ones_like(t))
 
 
-def _box3(integral: torch.Tensor, radius: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, bins: torch.Tensor
-          ) -> torch.Tensor:
-    """Window sums at single bins: ``integral [H + 1, W + 1, B]`` at pixels ``(ys, xs)`` and ``bins`` → int64."""
-    h, w = integral.shape[0] - 1, integral.shape[1] - 1
-    y0, y1 = (ys - radius).clamp_min(0), (ys + radius + 1).clamp_max(h)
+def _corners(integral: torch.Tensor, radius: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor
+             ) -> tuple[torch.Tensor, ...]:
+    """Flat offsets of the four corners of each window in ``integral [H + 1, W + 1, B]`` (bin 0)."""
+    h, w, b = integral.shape[0] - 1, integral.shape[1] - 1, integral.shape[2]
+    y0, y1 = (ys - radius).clamp_min(0) * (w + 1), (ys + radius + 1).clamp_max(h) * (w + 1)
     x0, x1 = (xs - radius).clamp_min(0), (xs + radius + 1).clamp_max(w)
-    return (integral[y1, x1, bins].long() - integral[y0, x1, bins] - integral[y1, x0, bins]
-            + integral[y0, x0, bins])
+    return (y1 + x1) * b, (y0 + x1) * b, (y1 + x0) * b, (y0 + x0) * b
 
 
-def _grid(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column index of every pixel ``[H, W]``."""
-    return torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+def _window_at(integral: torch.Tensor, corners: tuple[torch.Tensor, ...], bins: torch.Tensor) -> torch.Tensor:
+    """Window sums at single ``bins`` from :func:`_corners` (one flat gather per corner) → int64."""
+    flat = integral.view(-1)
+    a, b, c, d = (flat[corner + bins] for corner in corners)
+    return a.long() - b - c + d
 
 
 def _out_of_fold_levels(rest: torch.Tensor, n: torch.Tensor, radius: torch.Tensor, ys: torch.Tensor,
@@ -199,11 +209,12 @@ def _out_of_fold_levels(rest: torch.Tensor, n: torch.Tensor, radius: torch.Tenso
     """Integer levels ``⌈LEVEL_STEPS · F_rest⌉`` (``LEVEL_STEPS`` for an empty window) of queries at pixels
     ``(ys, xs)`` and bins ``bs``: ``rest`` the integral image of the other folds' bin-cumulated counts, ``n``
     their scores in each query's window; inside the bin at ``t`` when given."""
-    hi = _box3(rest, radius, ys, xs, bs)
+    corners = _corners(rest, radius, ys, xs)
+    hi = _window_at(rest, corners, bs)
     if t is None:
         level = (hi * LEVEL_STEPS + n - 1).div_(n.clamp_min(1), rounding_mode="floor")
     else:
-        lo = _box3(rest, radius, ys, xs, (bs - 1).clamp_min(0)).masked_fill_(bs == 0, 0)
+        lo = _window_at(rest, corners, (bs - 1).clamp_min(0)).masked_fill_(bs == 0, 0)
         u = (lo + t * (hi - lo)) / n.clamp_min(1)
         level = torch.ceil(u * LEVEL_STEPS - 1e-9).long()
     return level.clamp_(0, LEVEL_STEPS).masked_fill_(n == 0, LEVEL_STEPS)
