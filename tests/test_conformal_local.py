@@ -198,3 +198,16 @@ def test_auto_min_scores_grows_windows_for_few_images():
     assert (few.min_scores_, many.min_scores_) == (200, 50)  # max(50, ⌈2000 / n⌉)
     assert LocalCalibrator(2, min_scores=7).fit([(logits[:10], labels[:10])]).min_scores_ == 7
     assert few.info_["min_scores"] == 200 and few.get_params()["min_scores"] == "auto"
+
+
+def test_histogram_mode_and_sigmoid_head():
+    logits, labels = planted_logits(80, ring_map((12, 12), [3, 5]), [0.5, 2, 4], [1, 1, 2], seed=8)
+    stream, test = [(logits[:40], labels[:40])], [(logits[40:], labels[40:])]
+    binned = LocalCalibrator(2, mode="histogram").fit(stream)
+    assert not binned.interpolated_ and len(binned.images_per_part_) == 5
+    cov = evaluate_coverage(binned, test, [0.1]).marginal_coverage[0]
+    assert 0.87 < float(cov) < 0.95
+    sigmoid = (logits[:, 1:] - logits[:, :1])  # one channel: the same model as a sigmoid head
+    cp = LocalCalibrator(2, head="sigmoid").fit([(sigmoid[:40], labels[:40])])
+    same = LocalCalibrator(2).fit(stream)
+    assert torch.equal(cp.predict_set(sigmoid[40:], 0.1), same.predict_set(logits[40:], 0.1))
