@@ -16,6 +16,7 @@ from segcal.conformal.calibrator import (
 from segcal.conformal.grouping import GROUPINGS, register_grouping
 from segcal.conformal.scores import label_scores
 from segcal.conformal.sets import ambiguous, set_size
+from segcal.conformal.state import nc_curves_of
 
 
 def data(n=20, shape=(6, 8), seed=0):
@@ -113,7 +114,10 @@ def test_state_dict_round_trip(mode, make):
     torch.save(cp.state_dict(), buffer)
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)  # plain tensors + metadata
-    assert state["nc_curves"].shape == (100, 2, 6, 8) and state["method"] == cp.method
+    groups = {PixelwiseCalibrator: 48, ImagewiseCalibrator: 1}.get(make, 4)
+    assert state["nc_group_curves"].shape == (100, 2, groups) and state["method"] == cp.method
+    assert "nc_curves" not in state and torch.equal(nc_curves_of(state), cp.nc_curves())  # expanded on request
+    assert torch.equal(cp.state_dict(include_curves="dense")["nc_curves"], cp.nc_curves())
     back = ConformalCalibrator.from_state_dict(state)
     assert type(back) is type(cp) and back.info_ == cp.info_
     for alpha in (0.05, 0.31):

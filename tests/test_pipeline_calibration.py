@@ -8,6 +8,7 @@ import torch
 from conftest import tiny_experiment_dict
 from segcal.calibrated import load_bundle, read_checkpoint
 from segcal.cli.main import main
+from segcal.conformal.state import nc_curves_of
 from segcal.pipeline.config import experiment_from_dict
 from segcal.pipeline.results import EvaluationResult
 from segcal.pipeline.train import train
@@ -64,7 +65,8 @@ def test_conformal_on_top_of_recalibration(run, conformal_ckpt, capsys):
     bundle = load_bundle(conformal_ckpt)
     assert bundle.recalibration.method == "temperature" and bundle.conformal.num_groups_ == 2
     state = read_checkpoint(conformal_ckpt)["segcal"]["conformal"]
-    assert tuple(state["nc_curves"].shape) == (100, 3, 32, 32) and tuple(state["nc_levels"].shape) == (100,)
+    assert tuple(state["nc_group_curves"].shape) == (100, 3, 2) and tuple(state["nc_levels"].shape) == (100,)
+    assert tuple(nc_curves_of(state).shape) == (100, 3, 32, 32)  # the Kandinsky-repo layout, on request
     assert tuple(state["n_per_group"].shape) == (3, 2) and int(state["n_per_group"].sum()) > 0
     assert _cli("evaluate", conformal_ckpt, "--out", run[0] / "eval" / "conf") == 0
     result = EvaluationResult.read(run[0] / "eval" / "conf" / "evaluation.json")

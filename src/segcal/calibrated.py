@@ -3,7 +3,7 @@
 A calibrated checkpoint is the Lightning checkpoint of the model with one more key, ``"segcal"``::
 
     {"recalibration": Calibrator.state_dict() | None,      # temperature / vector / selective / lts
-     "conformal": ConformalCalibrator.state_dict() | None,   # nc_curves, group map, n per group, ...
+     "conformal": ConformalCalibrator.state_dict() | None,   # scores, group map, per-group nc curves, ...
      "history": [{"method", "n_cal", "seconds", "info"}, ...],
      "meta": {"classes", "head", "ignore_index", "image_size"}}
 

@@ -333,8 +333,9 @@ class ConformalCalibrator(Estimator):
                 "fallback_pixels": [int(v) for v in self.fallback_pixels_],
                 "group_selection": {str(k): v for k, v in self.group_selection_.items()}}
 
-    def state_dict(self, include_curves: bool = True) -> dict[str, Any]:
-        """Plain tensors + metadata (see :mod:`segcal.conformal.state`)."""
+    def state_dict(self, include_curves: bool | str = True) -> dict[str, Any]:
+        """Plain tensors + metadata (see :mod:`segcal.conformal.state`): per-group curves, and per-pixel
+        ``nc_curves [Q, C, H, W]`` too with ``include_curves="dense"``."""
         self.check_is_fitted()
         return conformal_state(self, include_curves)
 

@@ -167,15 +167,16 @@ class LocalCalibrator(ConformalCalibrator):
                 "num_groups": self.num_groups_, "window_side_median": [float(v) for v in sides.median(1).values],
                 "fallback_pixels": [int(v) for v in self.fallback_pixels_]}
 
-    def state_dict(self, include_curves: bool = True) -> dict[str, Any]:
-        """Parameters, local CDFs (uint16), windows and calibration levels; ``nc_curves`` unless told not."""
+    def state_dict(self, include_curves: bool | str = True) -> dict[str, Any]:
+        """Parameters, local CDFs (uint16), windows and calibration levels; per-pixel ``nc_curves`` only with
+        ``include_curves="dense"`` (every threshold follows from the CDFs; see ``state.nc_curves_of``)."""
         self.check_is_fitted()
         params = {**self.get_params(), "bins": None if self.bins is None else self.bins.state_dict()}
         state = {"format": STATE_FORMAT, "params": {**params, "grouping": "local"}, **self.info_,
                  "num_classes": self.num_classes_, "shape": list(self.shape_), "cdf": self.cdf_,
                  "radius": self.radius_.to(torch.int32), "window_counts": self.window_counts_.to(torch.int32),
                  "level_counts": self.level_counts_, "interpolated": self.interpolated_}
-        if include_curves:
+        if include_curves == "dense":
             state["nc_levels"] = torch.linspace(0, 1, NC_CURVE_LEVELS, dtype=torch.float64)
             state["nc_curves"] = self.nc_curves(NC_CURVE_LEVELS)
         return state

@@ -108,19 +108,29 @@ def grouped_from_state_dict(state: dict[str, Any]) -> GroupedScores:
     return ScoreHistogram.from_state_dict(state)
 
 
-def pixel_thresholds(scores: GroupedScores, image_scores: GroupedScores, group_map: torch.Tensor,
-                     levels: torch.Tensor) -> torch.Tensor:
-    """Per-pixel conformal thresholds ``[A, C, H, W]`` at ``levels [A]``.
+def group_thresholds(scores: GroupedScores, image_scores: GroupedScores, levels: torch.Tensor) -> torch.Tensor:
+    """Conformal thresholds of every group ``[A, C, G]`` at ``levels [A]``.
 
-    ``scores`` are pooled per group ``[C, G]``, ``group_map [C, H, W]`` maps pixels to groups;
-    groups that never saw class ``c`` fall back to the image-level quantile (``image_scores``,
-    ``G = 1``), which is itself ``1`` (trivial) when class ``c`` was never seen at all.
+    ``scores`` are pooled per group ``[C, G]``; groups that never saw class ``c`` fall back to the
+    image-level quantile (``image_scores``, ``G = 1``), which is itself ``1`` (trivial) when class ``c``
+    was never seen at all.
     """
     q = group_quantiles(scores, levels)  # [A, C, G]
     empty = scores.group_counts() == 0
-    q = torch.where(empty.unsqueeze(0), group_quantiles(image_scores, levels), q)
-    a, (c, h, w) = q.shape[0], group_map.shape
-    return q.gather(2, group_map.reshape(1, c, h * w).expand(a, -1, -1)).view(a, c, h, w)
+    return torch.where(empty.unsqueeze(0), group_quantiles(image_scores, levels), q)
+
+
+def expand_groups(curves: torch.Tensor, group_map: torch.Tensor) -> torch.Tensor:
+    """Per-group values ``[A, C, G]`` → per-pixel ``[A, C, H, W]`` through ``group_map [C, H, W]``."""
+    a, (c, h, w) = curves.shape[0], group_map.shape
+    return curves.gather(2, group_map.reshape(1, c, h * w).long().expand(a, -1, -1)).view(a, c, h, w)
+
+
+def pixel_thresholds(scores: GroupedScores, image_scores: GroupedScores, group_map: torch.Tensor,
+                     levels: torch.Tensor) -> torch.Tensor:
+    """Per-pixel conformal thresholds ``[A, C, H, W]`` at ``levels [A]`` (:func:`group_thresholds` of each
+    pixel's group, ``group_map [C, H, W]``)."""
+    return expand_groups(group_thresholds(scores, image_scores, levels), group_map)
 
 
 def fallback_pixels(scores: GroupedScores, group_map: torch.Tensor) -> torch.Tensor:

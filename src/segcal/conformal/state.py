@@ -1,9 +1,12 @@
 """A fitted conformal calibrator as plain tensors and containers, and back.
 
-The state (format ``segcal.conformal/1``, unchanged since the first release) holds the parameters,
-``group_map [C, H, W]``, ``n_per_group [C, G]`` (calibration scores pooled per class and group), the stored
-scores and, unless ``include_curves=False``, the level grid ``nc_levels [Q]`` with ``nc_curves [Q, C, H, W]``
-(the layout of the Kandinsky reference code).
+The state (format ``segcal.conformal/1``) holds the parameters, ``group_map [C, H, W]``, ``n_per_group [C, G]``
+(calibration scores pooled per class and group), the stored scores and the level grid ``nc_levels [Q]`` with
+``nc_group_curves [Q, C, G]``: the thresholds of every group, what the method needs (one curve per class for
+imagewise, per group for Kandinsky, per pixel for pixelwise). ``include_curves="dense"`` also stores
+``nc_curves [Q, C, H, W]`` (the layout of the Kandinsky reference code; :func:`nc_curves_of` expands any state
+to it), ``include_curves=False`` neither. Thresholds are always recomputed from the stored scores; the curves are
+for other readers.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import Any
 
 import torch
 
-from segcal.conformal.quantile import grouped_from_state_dict
+from segcal.conformal.quantile import expand_groups, group_thresholds, grouped_from_state_dict
 from segcal.stats.score_histogram import ScoreBins
 
 STATE_FORMAT = "segcal.conformal/1"
@@ -21,7 +24,7 @@ PARAMS = ("grouping", "num_classes", "num_groups", "split", "score", "kind", "he
 """Constructor parameters stored as they are (``bins`` and ``group_candidates`` are converted)."""
 
 
-def conformal_state(cp, include_curves: bool = True) -> dict[str, Any]:
+def conformal_state(cp, include_curves: bool | str = True) -> dict[str, Any]:
     """The state of fitted calibrator ``cp`` (a :class:`~segcal.conformal.calibrator.ConformalCalibrator`)."""
     params = {**{name: getattr(cp, name) for name in PARAMS}, "group_candidates": list(cp.group_candidates),
               "bins": None if cp.bins is None else cp.bins.state_dict()}
@@ -33,9 +36,24 @@ def conformal_state(cp, include_curves: bool = True) -> dict[str, Any]:
              "n_per_group": cp.scores_.group_counts(), "scores": cp.scores_.state_dict(),
              "image_scores": cp.image_scores_.state_dict()}
     if include_curves:
-        state["nc_levels"] = torch.linspace(0, 1, NC_CURVE_LEVELS, dtype=torch.float64)
-        state["nc_curves"] = cp.nc_curves(NC_CURVE_LEVELS)
+        levels = torch.linspace(0, 1, NC_CURVE_LEVELS, dtype=torch.float64)
+        state["nc_levels"] = levels
+        state["nc_group_curves"] = group_thresholds(cp.scores_, cp.image_scores_, levels)
+        if include_curves == "dense":
+            state["nc_curves"] = expand_groups(state["nc_group_curves"], cp.group_map_)
     return state
+
+
+def nc_curves_of(state: dict[str, Any]) -> torch.Tensor:
+    """``nc_curves [Q, C, H, W]`` of any conformal state: stored, expanded from ``nc_group_curves`` through the
+    group map, or recomputed from the stored scores (local states, states saved without curves)."""
+    if "nc_curves" in state:
+        return state["nc_curves"]
+    if "nc_group_curves" in state and "group_map" in state:
+        return expand_groups(state["nc_group_curves"], state["group_map"])
+    from segcal.conformal.calibrator import ConformalCalibrator
+
+    return ConformalCalibrator.from_state_dict(state).nc_curves(NC_CURVE_LEVELS)
 
 
 def split_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

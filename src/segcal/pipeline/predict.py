@@ -39,7 +39,7 @@ def predict(source, out_dir: str | Path, bundle: CalibrationBundle | None = None
     bundle = bundle if bundle is not None else CalibrationBundle()
     if alpha is not None:
         if bundle.conformal is None:
-            raise ValueError("--alpha needs a conformally calibrated checkpoint (nc_curves); run "
+            raise ValueError("--alpha needs a conformally calibrated checkpoint; run "
                              "`segcal calibrate CHECKPOINT --method kandinsky-kmeans` (or pixel/image/...) first")
         if not 0 < alpha < 1:
             raise ValueError(f"--alpha must lie strictly between 0 and 1, got {alpha}")
