@@ -22,7 +22,7 @@ from pathlib import Path
 from ccp_calibration import checkpoint
 from segcal.conformal.accumulate import ScoreBank
 from segcal.conformal.local_calibrator import LocalCalibrator
-from segcal.conformal.scores import class_scores, label_scores
+from segcal.conformal.scores import get_score, scores_at_labels
 from segcal.conformal.sweep import summarise_sweep, sweep_cell
 from segcal.methods import DEFAULT_N_CALS
 from segcal.pipeline.calibrate import make_conformal
@@ -31,27 +31,31 @@ from segcal.pipeline.sources import model_source
 RESULTS = Path(__file__).parent / "results" / "ccp_local.json"
 
 
-def scored(ckpt: Path, data: str) -> tuple[ScoreBank, list, int]:
-    """The calibration pool (exact scores) and the cached test scores of a checkpoint."""
+def scored(ckpt: Path, data: str, score: str = "lac") -> tuple[ScoreBank, list, int]:
+    """The calibration pool (exact scores) and the cached test scores of a checkpoint, for ``score``."""
     cal = model_source(ckpt, "cal", [f"data.root={data}"], device="cpu")
     test = model_source(ckpt, "test", [f"data.root={data}"], device="cpu")
     pool = ScoreBank(cal.num_classes, tuple(cal.image_size))
+    scores = get_score(score)
     for batch in cal:
-        pool.update(*label_scores(batch.logits, batch.labels, "logits", cal.head, cal.ignore_index))
-    tests = [(class_scores(b.logits, "logits", test.head), b.labels) for b in test]
+        pool.update(*scores_at_labels(scores(batch.logits, "logits", cal.head), batch.labels, cal.ignore_index))
+    tests = [(scores(b.logits, "logits", test.head), b.labels) for b in test]
     return pool, tests, cal.num_classes
 
 
-def factories(num_classes: int, variants: list[tuple[int, float]], baselines: list[str]) -> dict:
-    out = {m: (lambda m=m: make_conformal(m, num_classes)) for m in baselines}
-    out["local"] = lambda: LocalCalibrator(num_classes)
+def factories(num_classes: int, variants: list[tuple[int, float]], baselines: list[str], score: str = "lac"
+              ) -> dict:
+    out = {m: (lambda m=m: make_conformal(m, num_classes, score=score)) for m in baselines}
+    out["local"] = lambda: LocalCalibrator(num_classes, score=score)
     for m, split in variants:
         out[f"local-m{m}-s{split:g}"] = lambda m=m, split=split: LocalCalibrator(num_classes, min_scores=m,
-                                                                                   split=split)
+                                                                                   split=split, score=score)
     return out
 
 
-def table(summary: list[dict], methods: list[str]) -> str:
+def table(summary: list[dict], methods: list[str], sizes: bool = False) -> str:
+    """Markdown: per n_cal and method, mean CE ± std · full sets · coverage at 0.9 (``sizes``: CE · mean set size
+    · coverage at 0.9)."""
     n_cals = sorted({row["n_cal"] for row in summary})
     cell = {(r["method"], r["n_cal"]): r for r in summary}
     lines = ["| n_cal | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
@@ -62,17 +66,21 @@ def table(summary: list[dict], methods: list[str]) -> str:
             if r is None:
                 parts.append("–")
                 continue
-            parts.append(f"{r['mean_ce_mean']:.4f} ± {r['mean_ce_std']:.4f} · "
-                         f"{100 * r['full_fraction_at_0.9_mean']:.1f}% · {r['coverage_at_0.9_mean']:.3f}")
+            middle = (f"{r['mean_set_size_at_0.9_mean']:.3f}" if sizes
+                      else f"{100 * r['full_fraction_at_0.9_mean']:.1f}%")
+            ce = f"{r['mean_ce_mean']:.4f} ± {r['mean_ce_std']:.4f}"
+            parts.append(f"{ce} · {middle} · {r['coverage_at_0.9_mean']:.3f}")
         lines.append(f"| {n} | " + " | ".join(parts) + " |")
     return "\n".join(lines)
 
 
-def print_tables(path: Path) -> None:
+def print_tables(path: Path, sizes: bool = False) -> None:
     """The markdown tables of a results file."""
+    middle = "mean set size" if sizes else "full sets"
     for config, result in json.loads(path.read_text()).items():
-        print(f"\n## {config}: mean CE ± std · full sets at 0.9 · coverage at 0.9\n")
-        print(table(result["summary"], result["methods"]))
+        score = result.get("score", "lac")
+        print(f"\n## {config} (score {score}): mean CE ± std · {middle} at 0.9 · coverage at 0.9\n")
+        print(table(result["summary"], result["methods"], sizes))
 
 
 def main() -> None:
@@ -84,11 +92,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--baselines", default="pixel,image,kandinsky-kmeans")
     p.add_argument("--variants", default="", help="extra local settings min_scores:split,...")
+    p.add_argument("--score", default="lac", help="conformity score of every method: lac, aps or raps")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--tables", action="store_true", help="only print the tables of --out")
+    p.add_argument("--sizes", action="store_true", help="tables with the mean set size instead of full sets")
     args = p.parse_args()
     if args.tables:
-        print_tables(args.out)
+        print_tables(args.out, args.sizes)
         return
     n_cals = [int(n) for n in args.n_cals.split(",")]
     variants = [(int(v.split(":")[0]), float(v.split(":")[1])) for v in args.variants.split(",") if v]
@@ -96,15 +106,15 @@ def main() -> None:
     results = {}
     for config in args.configs.split(","):
         start = time.time()
-        pool, tests, num_classes = scored(checkpoint(config, args.data, args.runs), args.data)
-        makers = factories(num_classes, variants, baselines)
+        pool, tests, num_classes = scored(checkpoint(config, args.data, args.runs), args.data, args.score)
+        makers = factories(num_classes, variants, baselines, args.score)
         records = []
         for n in n_cals:
             for r in range(args.repeats):
                 records += sweep_cell(pool, tests, makers, n, r)
                 print(f"{config}: n_cal {n} repeat {r} done ({time.time() - start:.0f} s)", flush=True)
         summary = summarise_sweep(records)
-        results[config] = {"n_cals": n_cals, "repeats": args.repeats, "methods": list(makers),
+        results[config] = {"n_cals": n_cals, "repeats": args.repeats, "methods": list(makers), "score": args.score,
                            "records": records, "summary": summary, "seconds": time.time() - start}
         print(f"\n## {config} ({time.time() - start:.0f} s): mean CE ± std · full sets at 0.9 · coverage at 0.9\n")
         print(table(summary, list(makers)))

@@ -21,6 +21,9 @@ CONFORMAL_METHODS: dict[str, tuple[str, dict[str, Any]]] = {  # name → (groupi
 
 METHODS = (*RECALIBRATION_METHODS, *CONFORMAL_METHODS)
 
+SCORES = ("lac", "aps", "raps")
+"""Conformity scores of every conformal method (:mod:`segcal.conformal.scores` registers them)."""
+
 DEFAULT_N_CALS = (10, 25, 50, 100, 200, 500)
 """Calibration set sizes of the low-data sweep."""
 

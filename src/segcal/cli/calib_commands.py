@@ -205,7 +205,7 @@ def calibrate(args: argparse.Namespace) -> int:
     with writing(target):
         source, bundle = build_source(args, args.split)
         bundle, record = run_calibrate(source, args.method, bundle=bundle, n_cal=args.n_cal,
-                                       params=_params(args.param), seed=args.seed, progress=not args.no_progress)
+                                       params=_with_score(args), seed=args.seed, progress=not args.no_progress)
         path = save_bundle(bundle, target, None if args.predictions else args.checkpoint)
     out.print(f"fitted {args.method} on {record['n_cal']} calibration images in {record['seconds']:.1f} s",
               highlight=False)
@@ -219,6 +219,20 @@ def calibrate(args: argparse.Namespace) -> int:
     hint = f"--predictions TEST_DIR {path}" if args.predictions else str(path)
     out.print(f"calibrated checkpoint: {path}\nnext: segcal evaluate {hint}", highlight=False)
     return 0
+
+
+def _with_score(args: argparse.Namespace) -> dict:
+    """``--param`` values, plus ``score`` from ``--score`` (conformal methods only, not also as a --param)."""
+    from segcal.methods import CONFORMAL_METHODS
+
+    params = _params(args.param)
+    if args.score is not None:
+        if args.method not in CONFORMAL_METHODS:
+            raise ValueError(f"--score applies to conformal methods; {args.method} is a recalibration method")
+        if "score" in params:
+            raise ValueError("give the score once: --score or --param score=..., not both")
+        params["score"] = args.score
+    return params
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -249,7 +263,8 @@ def sweep(args: argparse.Namespace) -> int:
         cal, _ = build_source(args, args.cal_split, args.cal_predictions)
         result = run_sweep(cal, test, folder, methods=args.methods.split(","),
                            n_cals=_n_cals(args.n_cals, len(cal)), repeats=args.repeats, seed=args.seed,
-                           bundle=bundle, params=params, restart=args.restart, progress=not args.no_progress)
+                           bundle=bundle, params=params, score=args.score, restart=args.restart,
+                           progress=not args.no_progress)
     out.print(sweep_table(result))
     out.print(f"results: {folder / 'sweep.json'}  table: {folder / 'sweep.csv'}  figure: {folder / 'figures'}",
               highlight=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from segcal.cli import calib_commands
-from segcal.methods import CONFORMAL_METHODS, DEFAULT_N_CALS, METHODS
+from segcal.methods import CONFORMAL_METHODS, DEFAULT_N_CALS, METHODS, SCORES
 
 SPLITS = ["train", "val", "cal", "test"]
 
@@ -63,6 +63,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="method hyper-parameter, repeatable, e.g. --param num_groups=6 --param split=0.5 "
                    "(conformal) or --param epochs=20 (selective/lts); --list-params shows them all")
+    p.add_argument("--score", choices=SCORES, help="conformity score of a conformal method: lac (1 − p, default), "
+                   "aps (mass of the more likely classes) or raps (APS with a rank penalty)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default: 0)")
     p.add_argument("--out", metavar="FILE", help="output file (default: <checkpoint>.<method>.ckpt next to it)")
     p.set_defaults(func=calib_commands.calibrate)
@@ -96,6 +98,7 @@ def add_parsers(sub) -> None:
                    "plus the whole pool; given sizes above the pool are an error)")
     p.add_argument("--repeats", type=int, default=5, help="random subsets per n_cal (default: 5)")
     p.add_argument("--num-groups", help="groups for kandinsky-kmeans (an int or auto)")
+    p.add_argument("--score", choices=SCORES, default="lac", help="conformity score of every method (default: lac)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random calibration subsets (default: 0)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: <run>/sweep); a sweep with the same "
                    "settings resumes from its records.jsonl")

@@ -18,7 +18,7 @@ from segcal.batch import unpack_item
 from segcal.conformal.accumulate import ScoreBank
 from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.evaluation import MIN_TEST_LABELS, CoverageAccumulator, level_key
-from segcal.conformal.scores import class_scores
+from segcal.conformal.scores import get_score
 from segcal.methods import DEFAULT_N_CALS
 from segcal.outputs import Head, Kind
 
@@ -27,9 +27,11 @@ AT_90 = tuple(level_key(m) for m in ("coverage", "mean_set_size", "multi_fractio
 
 
 def cache_test_scores(stream: Iterable[tuple[torch.Tensor, torch.Tensor]], kind: Kind = "logits",
-                      head: Head = "softmax") -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``[(class scores [N, C, H, W], labels [N, H, W]), ...]`` from prediction batches."""
-    return [(class_scores(p, kind, head), y) for p, y, _ in map(unpack_item, stream)]
+                      head: Head = "softmax", score: str = "lac") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``[(class scores [N, C, H, W], labels [N, H, W]), ...]`` from prediction batches (``score``: a registered
+    conformity score; the calibrators of the sweep must use the same)."""
+    scores = get_score(score)
+    return [(scores(p, kind, head), y) for p, y, _ in map(unpack_item, stream)]
 
 
 def subset_seed(seed: int, n_cal: int, repeat: int) -> int:

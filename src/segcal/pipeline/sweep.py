@@ -17,7 +17,7 @@ from typing import Any
 
 from segcal.calibrated import CalibrationBundle
 from segcal.conformal.accumulate import ScoreBank
-from segcal.conformal.scores import class_scores, label_scores
+from segcal.conformal.scores import get_score, scores_at_labels
 from segcal.conformal.sweep import AT_90, summarise_sweep, sweep_cell
 from segcal.io.atomic import atomic_write_text
 from segcal.io.jsonio import write_json
@@ -47,11 +47,13 @@ def check_sweep_args(methods: Sequence[str], n_cals: Sequence[int], repeats: int
 def run_sweep(cal_source, test_source, out_dir: str | Path | None = None, *,
               methods: Sequence[str] = SWEEP_METHODS, n_cals: Sequence[int] = DEFAULT_N_CALS, repeats: int = 5,
               seed: int = 0, bundle: CalibrationBundle | None = None, params: dict[str, dict] | None = None,
-              alphas: list[float] | None = None, restart: bool = False, progress: bool = True) -> dict[str, Any]:
+              score: str = "lac", alphas: list[float] | None = None, restart: bool = False,
+              progress: bool = True) -> dict[str, Any]:
     """Sweep ``methods`` over ``n_cals`` × ``repeats``; returns the ``sweep.json`` dict.
 
     ``bundle``: its recalibrator (if any) is applied to the logits first. ``params``: extra
-    constructor arguments per method, e.g. ``{"kandinsky-kmeans": {"num_groups": "auto"}}``.
+    constructor arguments per method, e.g. ``{"kandinsky-kmeans": {"num_groups": "auto"}}``. ``score``: the
+    conformity score of every method (``"lac"``, ``"aps"``, ``"raps"``).
     With ``out_dir``, every finished (n_cal, repeat) cell is appended to ``records.jsonl`` at once, and a
     sweep with the same settings resumes from it (the results equal an uninterrupted run);
     ``restart`` discards it.
@@ -64,18 +66,20 @@ def run_sweep(cal_source, test_source, out_dir: str | Path | None = None, *,
                          f"{tuple(test_source.image_size)}: both must have the same size")
     bundle = bundle if bundle is not None else CalibrationBundle()
     head, ignore = cal_source.head, cal_source.ignore_index
+    scores = get_score(score)
     pool = ScoreBank(cal_source.num_classes, tuple(cal_source.image_size))
-    for s, y in track(Stream(cal_source, lambda b: label_scores(bundle.apply(b).logits, b.labels, "logits", head,
-                                                                 ignore)),
+    for s, y in track(Stream(cal_source, lambda b: scores_at_labels(scores(bundle.apply(b).logits, "logits", head),
+                                                                    b.labels, ignore)),
                       "score calibration pool", enabled=progress):
         pool.update(s, y)
-    test = list(track(Stream(test_source, lambda b: (class_scores(bundle.apply(b).logits, "logits", head), b.labels)),
+    test = list(track(Stream(test_source, lambda b: (scores(bundle.apply(b).logits, "logits", head), b.labels)),
                       "score test split", enabled=progress))
     params = params or {}
-    factories = {m: (lambda m=m: make_conformal(m, cal_source.num_classes, head, ignore, seed, **params.get(m, {})))
-                 for m in methods}
+    factories = {m: (lambda m=m: make_conformal(m, cal_source.num_classes, head, ignore, seed,
+                                                **{**params.get(m, {}), "score": score})) for m in methods}
     recalibration = None if bundle.recalibration is None else bundle.recalibration.method
     settings = {"methods": list(methods), "n_cals": n_cals, "repeats": repeats, "seed": seed, "params": params,
+                "score": score,
                 "alphas": alphas, "recalibration": recalibration, "calibration_pool": cal_source.describe(),
                 "test": test_source.describe()}
     log = RecordLog(Path(out_dir) / RECORDS_FILE, settings) if out_dir is not None else None
