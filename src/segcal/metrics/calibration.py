@@ -37,10 +37,12 @@ from segcal.metrics.scoring import brier_per_pixel, class_log_probs, nll_per_pix
 from segcal.metrics.segmentation import quality_from_confusion
 from segcal.outputs import Head, Kind, check_batch, hard_labels
 from segcal.stats.binned import BinnedStats, equal_width_bins, logit_bins
+from segcal.stats.calibration_tests import calibration_tests
 from segcal.stats.equal_mass import equal_mass_ece
 
 REGIONS = ("boundary", "interior")
 STAT_SUFFIXES = ("count", "conf", "correct")  # state names of a BinnedStats view
+TEST_SUMS = ("spiegel_num", "spiegel_den", "variance_sum")  # streamed sums of the calibration tests
 
 
 def _positive_int(name: str, value: object, minimum: int = 1) -> int:
@@ -145,7 +147,7 @@ class CalibrationMetrics(Metric):
         if self.class_maps:
             self._add_binned("class_map", None if image_size is None else (c, *image_size), self.bins)
         self.add_state("confmat", torch.zeros(c, c, dtype=torch.int64), dist_reduce_fx="sum")
-        for name in ("brier_sum", "nll_sum"):
+        for name in ("brier_sum", "nll_sum", *TEST_SUMS):
             self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("num_images", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("image_ece", [], dist_reduce_fx="cat")
@@ -205,6 +207,9 @@ class CalibrationMetrics(Metric):
         self.num_images += n
 
         self._binned("fine").add_samples_(logit_bins(conf, self.adaptive_resolution), *top[1:], None, weight)
+        s, y = top[1], top[2]  # calibration tests: Spiegelhalter's sums and the variance Σ s(1 − s)
+        for name, value in zip(TEST_SUMS, ((y - s) * (1 - 2 * s), (1 - 2 * s).square() * s * (1 - s), s * (1 - s))):
+            setattr(self, name, getattr(self, name) + (value if weight is None else value * weight).sum())
         pixel = torch.arange(h * w, device=dev).view(1, h, w)
         if self.ece_map:
             self._binned("map", (h, w)).add_samples_(*top, pixel, weight)
@@ -285,6 +290,9 @@ class CalibrationMetrics(Metric):
         per_pixel = num_pixels if num_pixels else float("nan")
         quality = quality_from_confusion(self.confmat)
         image_ece = dim_zero_cat(self.image_ece).cpu() if len(self.image_ece) else torch.zeros(0, dtype=torch.float64)
+        fine = self._binned("fine")
+        tests = calibration_tests(fine.count.cpu(), fine.conf_sum.cpu(), fine.correct_sum.cpu(),
+                                  *(float(getattr(self, name)) for name in TEST_SUMS))
         return CalibrationResults(
             num_classes=self.num_classes, bins=bins, scheme="equal-width",
             adaptive_scheme=f"equal-mass from {self.adaptive_resolution} logit-spaced bins",
@@ -297,7 +305,7 @@ class CalibrationMetrics(Metric):
             classwise_ece=classwise.ece().cpu(), classwise_mce=classwise.mce().cpu(),
             reliability=Reliability.from_stats(top, edges), class_reliability=Reliability.from_stats(classwise, edges),
             regions=_region_summary(region), image_ece=image_ece,
-            segmentation={k: v.cpu() if v.ndim else float(v) for k, v in quality.items()},
+            segmentation={k: v.cpu() if v.ndim else float(v) for k, v in quality.items()}, tests=tests,
             **self._maps(),
         )
 

@@ -76,7 +76,9 @@ class CalibrationResults:
     Scalars are Python floats; per-class vectors are ``[C]``; maps are ``[H, W]`` (``[C, H, W]``
     per class) or ``None`` when disabled. ``regions`` maps ``"boundary"`` / ``"interior"`` to
     ``{ece, mce, pixels, accuracy, confidence}``; ``segmentation`` holds per-class Dice, IoU,
-    recall, precision, accuracy ``[C]`` and ``overall_accuracy``. ``label`` names the results
+    recall, precision, accuracy ``[C]`` and ``overall_accuracy``. ``tests`` holds Spiegelhalter's Z and the KS
+    and Kuiper statistics of top-label calibration with p-values (:mod:`segcal.stats.calibration_tests`).
+    ``label`` names the results
     in overlaid plots (e.g. ``"uncalibrated"``).
     """
 
@@ -110,6 +112,7 @@ class CalibrationResults:
     class_ece_maps: torch.Tensor | None = None
     gap_map: torch.Tensor | None = None  # [H, W] confidence − accuracy (signed)
     accuracy_map: torch.Tensor | None = None  # [H, W] top-label accuracy
+    tests: dict[str, float] = field(default_factory=dict)  # Spiegelhalter Z, KS, Kuiper (stats/calibration_tests)
     label: str = field(default="")
 
     @property
@@ -148,4 +151,5 @@ class CalibrationResults:
         kw["class_reliability"] = Reliability.from_dict(d["class_reliability"])
         kw["regions"] = {r: {k: _float(v) for k, v in m.items()} for r, m in d["regions"].items()}
         kw["segmentation"] = {k: _tensor(v) if isinstance(v, list) else _float(v) for k, v in d["segmentation"].items()}
+        kw["tests"] = {k: _float(v) for k, v in (d.get("tests") or {}).items()}
         return cls(**kw)

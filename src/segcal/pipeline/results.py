@@ -66,12 +66,15 @@ class CalibrationSummary:
     interior_ece: float | None = None
     brier: float | None = None
     nll: float | None = None
+    spiegelhalter_z: float | None = None
+    ks: float | None = None
     classwise_ece: list[float | None] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict, repr=False)
 
     COLUMNS = (("ECE", "ece"), ("adaptive ECE", "adaptive_ece"), ("MCE", "mce"),
                ("classwise ECE (mean)", "mean_classwise_ece"), ("boundary ECE", "boundary_ece"),
-               ("interior ECE", "interior_ece"), ("Brier", "brier"), ("NLL", "nll"))
+               ("interior ECE", "interior_ece"), ("Brier", "brier"), ("NLL", "nll"),
+               ("Spiegelhalter Z", "spiegelhalter_z"), ("KS (ECCE-MAD / σ)", "ks"))
     """``(title, attribute)`` of the headline numbers: the one table the CLI, the demo and the report show."""
 
     def row(self) -> list[float | None]:
@@ -83,6 +86,7 @@ class CalibrationSummary:
         names = ("binning", "ece", "adaptive_ece", "mce", "mean_classwise_ece", "brier", "nll")
         return cls(**{k: d.get(k) for k in names}, boundary_ece=lookup(d, ("regions", "boundary", "ece")),
                    interior_ece=lookup(d, ("regions", "interior", "ece")),
+                   spiegelhalter_z=lookup(d, ("tests", "spiegelhalter_z")), ks=lookup(d, ("tests", "ks")),
                    classwise_ece=list(d.get("classwise_ece") or []), details=dict(d))
 
     @classmethod
