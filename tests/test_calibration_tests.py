@@ -67,3 +67,19 @@ def test_known_answers_and_merging():
     empty = CalibrationMetrics(2)
     empty.update(probs[:1], torch.full_like(labels[:1], 255))
     assert all(np.isnan(v) for v in empty.compute().tests.values())
+
+
+def test_smooth_ece_agrees_with_the_reference_implementation():
+    relplot = pytest.importorskip("relplot")
+    probs, labels = _binary_image(power=0.7, seed=4)
+    m = CalibrationMetrics(2)
+    m.update(probs, labels)
+    tests = m.compute().tests
+    y, s = _top_label(probs, labels)
+    reference, sigma = relplot.smECE(s, y, return_width=True)
+    assert tests["smooth_ece_sigma"] == pytest.approx(sigma, rel=0.02)  # bins, not samples: the same bisection step
+    assert tests["smooth_ece"] == pytest.approx(reference, rel=0.02, abs=1e-4)
+    calibrated, over = CalibrationMetrics(2), CalibrationMetrics(2)
+    calibrated.update(*_binary_image(seed=5))
+    over.update(*_binary_image(power=0.4, seed=5))
+    assert calibrated.compute().tests["smooth_ece"] < 0.3 * over.compute().tests["smooth_ece"]

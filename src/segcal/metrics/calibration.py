@@ -39,6 +39,7 @@ from segcal.outputs import Head, Kind, check_batch, hard_labels
 from segcal.stats.binned import BinnedStats, equal_width_bins, logit_bins
 from segcal.stats.calibration_tests import calibration_tests
 from segcal.stats.equal_mass import equal_mass_ece
+from segcal.stats.smooth_ece import smooth_ece
 
 REGIONS = ("boundary", "interior")
 STAT_SUFFIXES = ("count", "conf", "correct")  # state names of a BinnedStats view
@@ -291,8 +292,10 @@ class CalibrationMetrics(Metric):
         quality = quality_from_confusion(self.confmat)
         image_ece = dim_zero_cat(self.image_ece).cpu() if len(self.image_ece) else torch.zeros(0, dtype=torch.float64)
         fine = self._binned("fine")
-        tests = calibration_tests(fine.count.cpu(), fine.conf_sum.cpu(), fine.correct_sum.cpu(),
-                                  *(float(getattr(self, name)) for name in TEST_SUMS))
+        count, conf_sum, correct_sum = (t.double().cpu() for t in fine.tensors())
+        tests = calibration_tests(count, conf_sum, correct_sum, *(float(getattr(self, name)) for name in TEST_SUMS))
+        tests["smooth_ece"], tests["smooth_ece_sigma"] = smooth_ece(
+            conf_sum / count.clamp_min(1e-300), conf_sum - correct_sum, count)
         return CalibrationResults(
             num_classes=self.num_classes, bins=bins, scheme="equal-width",
             adaptive_scheme=f"equal-mass from {self.adaptive_resolution} logit-spaced bins",

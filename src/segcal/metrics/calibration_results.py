@@ -77,7 +77,8 @@ class CalibrationResults:
     per class) or ``None`` when disabled. ``regions`` maps ``"boundary"`` / ``"interior"`` to
     ``{ece, mce, pixels, accuracy, confidence}``; ``segmentation`` holds per-class Dice, IoU,
     recall, precision, accuracy ``[C]`` and ``overall_accuracy``. ``tests`` holds Spiegelhalter's Z and the KS
-    and Kuiper statistics of top-label calibration with p-values (:mod:`segcal.stats.calibration_tests`).
+    and Kuiper statistics of top-label calibration with p-values (:mod:`segcal.stats.calibration_tests`) and the
+    smooth ECE with its bandwidth (:mod:`segcal.stats.smooth_ece`).
     ``label`` names the results
     in overlaid plots (e.g. ``"uncalibrated"``).
     """
@@ -112,7 +113,7 @@ class CalibrationResults:
     class_ece_maps: torch.Tensor | None = None
     gap_map: torch.Tensor | None = None  # [H, W] confidence − accuracy (signed)
     accuracy_map: torch.Tensor | None = None  # [H, W] top-label accuracy
-    tests: dict[str, float] = field(default_factory=dict)  # Spiegelhalter Z, KS, Kuiper (stats/calibration_tests)
+    tests: dict[str, float] = field(default_factory=dict)  # Spiegelhalter Z, KS, Kuiper, smooth ECE (stats/)
     label: str = field(default="")
 
     @property

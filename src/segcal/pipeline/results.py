@@ -66,6 +66,7 @@ class CalibrationSummary:
     interior_ece: float | None = None
     brier: float | None = None
     nll: float | None = None
+    smooth_ece: float | None = None
     spiegelhalter_z: float | None = None
     ks: float | None = None
     classwise_ece: list[float | None] = field(default_factory=list)
@@ -73,7 +74,7 @@ class CalibrationSummary:
 
     COLUMNS = (("ECE", "ece"), ("adaptive ECE", "adaptive_ece"), ("MCE", "mce"),
                ("classwise ECE (mean)", "mean_classwise_ece"), ("boundary ECE", "boundary_ece"),
-               ("interior ECE", "interior_ece"), ("Brier", "brier"), ("NLL", "nll"),
+               ("interior ECE", "interior_ece"), ("smooth ECE", "smooth_ece"), ("Brier", "brier"), ("NLL", "nll"),
                ("Spiegelhalter Z", "spiegelhalter_z"), ("KS (ECCE-MAD / σ)", "ks"))
     """``(title, attribute)`` of the headline numbers: the one table the CLI, the demo and the report show."""
 
@@ -86,6 +87,7 @@ class CalibrationSummary:
         names = ("binning", "ece", "adaptive_ece", "mce", "mean_classwise_ece", "brier", "nll")
         return cls(**{k: d.get(k) for k in names}, boundary_ece=lookup(d, ("regions", "boundary", "ece")),
                    interior_ece=lookup(d, ("regions", "interior", "ece")),
+                   smooth_ece=lookup(d, ("tests", "smooth_ece")),
                    spiegelhalter_z=lookup(d, ("tests", "spiegelhalter_z")), ks=lookup(d, ("tests", "ks")),
                    classwise_ece=list(d.get("classwise_ece") or []), details=dict(d))
 

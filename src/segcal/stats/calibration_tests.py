@@ -21,16 +21,27 @@ import math
 
 import torch
 
-_TERMS = 60  # series terms: far beyond float64 precision for every x > 0.05
+def _terms(x: float) -> int:
+    """Series terms until ``exp(−(k + ½)² π² / (2x²))`` is below float64 precision."""
+    return min(200_000, 60 + math.ceil(3 * x))
+
+
+def ks_sf(x: float) -> float:
+    """``P(max_{t ≤ 1} |B(t)| > x)`` for a standard Brownian motion ``B``: ``4 Σ_k (−1)^k Q((2k + 1)x)`` (reflection
+    principle, ``Q`` the normal tail) for ``x ≥ 1``, one minus the Fourier series below."""
+    if x <= 0:
+        return 1.0
+    if x < 1:
+        total = sum((-1) ** k / (k + 0.5) * math.exp(-((k + 0.5) ** 2) * math.pi ** 2 / (2 * x * x))
+                    for k in range(_terms(x)))
+        return min(1.0, max(0.0, 1 - 2 / math.pi * total))
+    tail = sum((-1) ** k * math.erfc((2 * k + 1) * x / math.sqrt(2)) / 2 for k in range(40))
+    return min(1.0, max(0.0, 4 * tail))
 
 
 def ks_cdf(x: float) -> float:
-    """``P(max_{t ≤ 1} |B(t)| ≤ x)`` for a standard Brownian motion ``B``."""
-    if x <= 0:
-        return 0.0
-    total = sum((-1) ** k / (k + 0.5) * math.exp(-((k + 0.5) ** 2) * math.pi ** 2 / (2 * x * x))
-                for k in range(_TERMS))
-    return min(1.0, max(0.0, 2 / math.pi * total))
+    """``P(max_{t ≤ 1} |B(t)| ≤ x)``."""
+    return 1.0 - ks_sf(x)
 
 
 def kuiper_cdf(x: float) -> float:
@@ -38,7 +49,7 @@ def kuiper_cdf(x: float) -> float:
     if x <= 0:
         return 0.0
     total = sum((8 / (x * x) + 2 / ((k + 0.5) ** 2 * math.pi ** 2))
-                * math.exp(-2 * (k + 0.5) ** 2 * math.pi ** 2 / (x * x)) for k in range(_TERMS))
+                * math.exp(-2 * (k + 0.5) ** 2 * math.pi ** 2 / (x * x)) for k in range(_terms(x)))
     return min(1.0, max(0.0, total))
 
 
@@ -60,6 +71,6 @@ def calibration_tests(count: torch.Tensor, conf_sum: torch.Tensor, correct_sum: 
         path = ((correct_sum.double() - conf_sum.double()) / n).cumsum(0)[count > 0]
         ks = float(path.abs().max()) / sigma
         kuiper = float(path.max().clamp_min(0) - path.min().clamp_max(0)) / sigma
-        out.update(ks=ks, ks_p=1 - ks_cdf(ks), kuiper=kuiper, kuiper_p=1 - kuiper_cdf(kuiper),
+        out.update(ks=ks, ks_p=ks_sf(ks), kuiper=kuiper, kuiper_p=1 - kuiper_cdf(kuiper),
                    test_resolution=float(count.max()) / n / sigma)
     return out
