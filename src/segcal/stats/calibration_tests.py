@@ -21,6 +21,7 @@ import math
 
 import torch
 
+
 def _terms(x: float) -> int:
     """Series terms until ``exp(−(k + ½)² π² / (2x²))`` is below float64 precision."""
     return min(200_000, 60 + math.ceil(3 * x))
