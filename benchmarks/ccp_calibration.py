@@ -32,8 +32,8 @@ from segcal.pipeline.train import train
 
 RESULTS = Path(__file__).parent / "results" / "ccp_calibration.json"
 EPOCHS = {"ccp_person": 40, "ccp_parts": 40}
-COLUMNS = (("ece", "ECE"), ("adaptive_ece", "adaptive ECE"), ("nll", "NLL"), ("brier", "Brier"),
-           ("mean_classwise_ece", "classwise ECE"))
+COLUMNS = (("ece", "ECE"), ("adaptive_ece", "adaptive ECE"), ("smooth_ece", "smooth ECE"), ("nll", "NLL"),
+           ("brier", "Brier"), ("mean_classwise_ece", "classwise ECE"))
 
 
 def checkpoint(config: str, data: str, runs: Path) -> Path:
@@ -56,9 +56,10 @@ def rows_for(config: str, data: str, runs: Path, methods: list[str]) -> list[dic
         bundle, record = (None, None) if method == "uncalibrated" else calibrate(cal, method, progress=False)
         fit = time.time() - start
         ev = evaluate(test, bundle, progress=False)
-        res = ev.result["calibration"][method]
+        summary = ev.result.calibration[method]
+        res = {**summary.details, "smooth_ece": summary.smooth_ece}
         rows.append({"config": config, "method": method, **{k: res[k] for k, _ in COLUMNS},
-                     "class_ece": dict(zip(ev.result["source"]["classes"], res["classwise_ece"])),
+                     "class_ece": dict(zip(ev.result.classes, summary.classwise_ece)),
                      "fit_seconds": fit, "info": None if record is None else _scalars(record["info"])})
         print(f"{config:10s} {method:12s} ECE {res['ece']:.4f} NLL {res['nll']:.4f} ({fit:.0f} s)", flush=True)
     return rows

@@ -7,6 +7,8 @@ method           class                                 heads             arg-max
 ``vector``       :class:`VectorScaling`                softmax, sigmoid  only if all ``T_c`` equal
 ``selective``    :class:`SelectiveScaling`             softmax, sigmoid  yes
 ``lts``          :class:`LocalTemperatureScaling`      softmax, sigmoid  yes
+``histogram``    :class:`HistogramBinning`             softmax, sigmoid  no (mapped, renormalised)
+``isotonic``     :class:`IsotonicCalibration`          softmax, sigmoid  no (mapped, renormalised)
 ===============  ====================================  ================  =========================
 
 A checkpoint stores ``calibrator.state_dict()`` (it carries its ``"method"``);
@@ -17,12 +19,14 @@ from __future__ import annotations
 from typing import Any
 
 from segcal.calibrators.base import Calibrator
+from segcal.calibrators.binning import HistogramBinning, IsotonicCalibration
 from segcal.calibrators.lts import LocalTemperatureScaling
 from segcal.calibrators.selective import SelectiveScaling
 from segcal.calibrators.temperature import TemperatureScaling, VectorScaling
 
 CALIBRATORS: dict[str, type[Calibrator]] = {
-    cls.method: cls for cls in (TemperatureScaling, VectorScaling, SelectiveScaling, LocalTemperatureScaling)
+    cls.method: cls for cls in (TemperatureScaling, VectorScaling, SelectiveScaling, LocalTemperatureScaling,
+                                HistogramBinning, IsotonicCalibration)
 }
 
 
