@@ -11,9 +11,9 @@ from segcal.conformal.calibrator import (
     ImagewiseCalibrator,
     KandinskyCalibrator,
     PixelwiseCalibrator,
-    assign_parts,
 )
 from segcal.conformal.grouping import GROUPINGS, register_grouping
+from segcal.conformal.parts import assign_parts
 from segcal.conformal.scores import label_scores
 from segcal.conformal.sets import ambiguous, set_size
 from segcal.conformal.state import nc_curves_of

@@ -40,6 +40,7 @@ from segcal.conformal.grouping import (
     normalise_group_map,
     pixel_statistics,
 )
+from segcal.conformal.parts import assign_parts
 from segcal.conformal.quantile import (
     COVERAGE_LEVELS,
     SortedScores,
@@ -55,25 +56,6 @@ from segcal.errors import no_labels
 from segcal.estimator import Estimator
 from segcal.outputs import Head, Kind, as_tensor, check_batch, num_output_classes
 from segcal.stats.score_histogram import ScoreBins
-
-
-def assign_parts(first: int, n: int, split: float | None, with_val: bool = False) -> torch.Tensor:
-    """Part code per image (0 = thresholds, 1 = grouping fit, 2 = group-count selection).
-
-    Image ``i`` goes to the grouping part when ``⌊(i+1)·split⌋ > ⌊i·split⌋`` (exactly
-    ``⌊N·split⌋`` of the first N images, evenly interleaved); with ``with_val`` every other
-    grouping image is held out for selecting the number of groups.
-    """
-    i = torch.arange(first, first + n, dtype=torch.float64)
-    if split is None:
-        return torch.zeros(n, dtype=torch.long)
-    slack = 1 + 1e-12
-    j = torch.floor((i + 1) * split * slack)
-    is_fit = j > torch.floor(i * split * slack)
-    codes = is_fit.long()
-    if with_val:
-        codes = torch.where(is_fit & (j.long() % 2 == 0), torch.full_like(codes, 2), codes)
-    return codes
 
 
 class ConformalCalibrator(Estimator):

@@ -89,17 +89,18 @@ def _ceil_levels(cum: torch.Tensor) -> torch.Tensor:
     return level.masked_fill_(total == 0, LEVEL_STEPS)
 
 
-def _window_cumsums(parts: list[torch.Tensor], radius: torch.Tensor):
-    """Per block of pixels, the bin-cumulated window histograms ``[P, B]`` (int64) of every part.
-
-    ``parts``: per-pixel histograms ``[H, W, B]`` of one class; ``radius [H, W]`` the windows.
-    """
-    h, w = radius.shape
-    integrals = [_integral(x, int(x.sum(dtype=torch.int64))) for x in parts]
-    flat_radius = radius.reshape(-1)
-    for chunk in torch.arange(h * w).split(_CHUNK):
-        ys, xs, r = chunk // w, chunk % w, flat_radius[chunk]
-        yield chunk, [_box(integral, r, ys, xs).cumsum(-1).long() for integral in integrals]
+def _class_cdf(whole: torch.Tensor, min_scores: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One class's windows and local CDFs from the integral image ``whole [H + 1, W + 1, B]`` of its
+    bin-cumulated counts: ``(cdf [H, W, B] uint16, radius [H, W], window [H, W])`` (see :func:`local_cdfs`)."""
+    h, w, b = whole.shape[0] - 1, whole.shape[1] - 1, whole.shape[2]
+    pixels = torch.arange(h * w)
+    per_pixel = _box(whole[..., -1], torch.tensor(0), pixels // w, pixels % w).view(h, w)
+    radius, window = window_radii(per_pixel, min_scores)
+    flat = torch.empty((h * w, b), dtype=torch.int32)
+    for chunk in pixels.split(_CHUNK):  # blocks of pixels bound the temporary memory
+        cum = _box(whole, radius.view(-1)[chunk], chunk // w, chunk % w).long()
+        flat[chunk] = _ceil_levels(cum).to(torch.int32)
+    return flat.view(h, w, b).to(torch.uint16), radius, window
 
 
 def local_cdfs(fit: ScoreHistogram, min_scores: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -115,11 +116,9 @@ def local_cdfs(fit: ScoreHistogram, min_scores: int) -> tuple[torch.Tensor, torc
     radius = torch.empty((c, h, w), dtype=torch.long)
     window = torch.empty((c, h, w), dtype=torch.long)
     for k in range(c):  # one class at a time bounds the memory to one [H + 1, W + 1, B] integral image
-        radius[k], window[k] = window_radii(counts[k].sum(-1), min_scores)
-        flat = torch.empty((h * w, b), dtype=torch.int32)
-        for chunk, (cum,) in _window_cumsums([counts[k]], radius[k]):
-            flat[chunk] = _ceil_levels(cum).to(torch.int32)
-        cdf[k] = flat.view(h, w, b).to(torch.uint16)
+        cum = counts[k].cumsum(-1, dtype=torch.int32)
+        whole = _integral(cum, int(cum[..., -1].sum()))
+        cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores)
     return cdf, radius, window
 
 
@@ -141,20 +140,14 @@ def cross_fit(folds: list[ScoreHistogram], min_scores: int, exact: list[tuple[to
     radius = torch.empty((c, h, w), dtype=torch.long)
     window = torch.empty((c, h, w), dtype=torch.long)
     counts = torch.zeros((c, LEVEL_STEPS + 1), dtype=torch.long)
-    limit = sum(fold.num_images for fold in folds) * h * w  # bounds every integral image entry
+    limit = sum(fold.num_images for fold in folds) * h * w  # at most one score per image and pixel
     pixels = torch.arange(h * w)
     for k in range(c):
         owns = [_integral(part[k].cumsum(-1, dtype=torch.int32), limit) for part in parts]  # per fold
         whole = owns[0].clone()
         for own in owns[1:]:
             whole += own
-        per_pixel = _box(whole[..., -1], torch.tensor(0), pixels // w, pixels % w).view(h, w)
-        radius[k], window[k] = window_radii(per_pixel, min_scores)
-        flat = torch.empty((h * w, b), dtype=torch.int32)
-        for chunk in pixels.split(_CHUNK):
-            cum = _box(whole, radius[k].view(-1)[chunk], chunk // w, chunk % w).long()
-            flat[chunk] = _ceil_levels(cum).to(torch.int32)
-        cdf[k] = flat.view(h, w, b).to(torch.uint16)
+        cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores)
         for j, part in enumerate(parts):
             if exact is None:  # every (pixel, bin) cell holding scores, weighted by its count
                 ys, xs, bs = torch.nonzero(part[k], as_tuple=True)

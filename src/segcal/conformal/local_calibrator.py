@@ -18,6 +18,7 @@ from segcal.conformal.accumulate import DEFAULT_MAX_EXACT_SCORES, Mode, ScoreAcc
 from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.diagnostics import trivial_message
 from segcal.conformal.local import cross_fit, level_counts, level_quantiles, local_cdfs, local_thresholds
+from segcal.conformal.parts import fold_parts
 from segcal.conformal.state import NC_CURVE_LEVELS, STATE_FORMAT
 from segcal.errors import no_labels
 from segcal.outputs import Head, Kind
@@ -103,8 +104,8 @@ class LocalCalibrator(ConformalCalibrator):
         return ("cal", "fit")
 
     def _part_codes(self, first: int, n: int) -> torch.Tensor:
-        if self.fitting == "cross":  # image i → fold i mod K: data-independent, evenly interleaved
-            return torch.arange(first, first + n) % self.folds
+        if self.fitting == "cross":
+            return fold_parts(first, n, self.folds)
         return super()._part_codes(first, n)
 
     def fit_parts(self, parts: dict[str, ScoreAccumulator]) -> LocalCalibrator:
