@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from segcal.cli.main import main
-from segcal.pipeline.demo import CONFORMAL, RECALIBRATION
+from segcal.pipeline.demo import CONFORMAL, RECALIBRATION, RISK
 from segcal.report.build import REPORT_SECTIONS
 
 MEASURED: dict[str, int] = {}
@@ -47,7 +47,7 @@ def test_the_uncalibrated_model_is_measured_once(demo_run):
 
 def test_every_stage_wrote_its_results(demo_run):
     evals = {p.name for p in (demo_run / "eval").iterdir()}
-    assert evals == {"last-test", *(f"last.{m}-test" for m in (*RECALIBRATION, *CONFORMAL))}
+    assert evals == {"last-test", *(f"last.{m}-test" for m in (*RECALIBRATION, *CONFORMAL, *RISK))}
     for method in RECALIBRATION:
         result = json.loads((demo_run / "eval" / f"last.{method}-test" / "evaluation.json").read_text())
         assert list(result["calibration"]) == [method] and result["baseline"] == "last-test"
@@ -55,10 +55,15 @@ def test_every_stage_wrote_its_results(demo_run):
         result = json.loads((demo_run / "eval" / f"last.{method}-test" / "evaluation.json").read_text())
         assert result["conformal"]["calibration"]["n_cal"] == 24
         assert (demo_run / "checkpoints" / f"last.{method}.ckpt").is_file()
+    for method in RISK:
+        result = json.loads((demo_run / "eval" / f"last.{method}-test" / "evaluation.json").read_text())
+        assert result["risk"]["method"] == method and result["risk"]["n_cal"] == 24
+        assert any(f["group"] == "risk" for f in result["figures"])
     sweep = json.loads((demo_run / "sweep" / "sweep.json").read_text())
     assert sweep["methods"] == list(CONFORMAL) and sweep["n_cals"] == [10, 24]
     summary = json.loads((demo_run / "summary.json").read_text())["summary"]
-    assert len(summary) == 5 and summary[1].startswith("test Dice") and "kandinsky-annuli" in summary[4]
+    assert len(summary) == 7 and summary[1].startswith("test Dice") and "kandinsky-annuli" in summary[4]
+    assert summary[5].startswith("risk fnr of class 1 (CRC") and summary[6].startswith("margin cover")
     assert (demo_run / "config.yaml").is_file()
 
 

@@ -19,7 +19,18 @@ CONFORMAL_METHODS: dict[str, tuple[str, dict[str, Any]]] = {  # name → (groupi
 """Per-pixel conformal calibration: the grouping of :class:`~segcal.conformal.ConformalCalibrator`, or
 ``"local"`` for :class:`~segcal.conformal.local_calibrator.LocalCalibrator`."""
 
-METHODS = (*RECALIBRATION_METHODS, *CONFORMAL_METHODS)
+RISK_METHODS = ("risk", "margin")
+"""Mask-level guarantees (:mod:`segcal.risk`): ``risk`` controls the FNR, FDR or miscoverage of thresholded
+masks / sets, ``margin`` calibrates dilation (and erosion) margins of the predicted mask."""
+
+METHODS = (*RECALIBRATION_METHODS, *CONFORMAL_METHODS, *RISK_METHODS)
+
+RISK_LOSSES = ("fnr", "fdr", "miscoverage")
+"""Losses of ``--method risk`` (:mod:`segcal.risk.losses`)."""
+MARGIN_LOSSES = ("cover", "fnr")
+"""Losses of the outer mask of ``--method margin``."""
+PROCEDURES = ("crc", "rcps", "ltt")
+STRUCTURES = ("square", "cross", "disk")
 
 SCORES = ("lac", "aps", "raps")
 """Conformity scores of every conformal method (:mod:`segcal.conformal.scores` registers them)."""

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from segcal.cli.commands import metrics_table, number
+from segcal.cli.commands import metrics_table, number, risk_table
 from segcal.methods import METHODS as METHOD_NAMES
 
 out = Console()
@@ -140,6 +140,8 @@ def evaluate(args: argparse.Namespace) -> int:
         out.print(calibration_table(r))
     if r.conformal:
         out.print(coverage_table([r.conformal]))
+    if r.risk:
+        out.print(risk_table(r.risk, r.classes))
     out.print(f"results: {folder / 'evaluation.json'}  figures: {folder / 'figures'}", highlight=False)
     return 0
 
@@ -205,7 +207,7 @@ def calibrate(args: argparse.Namespace) -> int:
     with writing(target):
         source, bundle = build_source(args, args.split)
         bundle, record = run_calibrate(source, args.method, bundle=bundle, n_cal=args.n_cal,
-                                       params=_with_score(args), seed=args.seed, progress=not args.no_progress)
+                                       params=_method_params(args), seed=args.seed, progress=not args.no_progress)
         path = save_bundle(bundle, target, None if args.predictions else args.checkpoint)
     out.print(f"fitted {args.method} on {record['n_cal']} calibration images in {record['seconds']:.1f} s",
               highlight=False)
@@ -213,7 +215,8 @@ def calibrate(args: argparse.Namespace) -> int:
         warning = bundle.conformal.trivial_warning(0.1)
         if warning:
             err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-    shown = {k: v for k, v in record["info"].items() if isinstance(v, (int, float, str)) or k == "temperature"}
+    shown = {k: v for k, v in record["info"].items()
+             if isinstance(v, (int, float, str)) or k in ("temperature", "margins")}
     if shown:
         out.print(yaml.safe_dump(shown, sort_keys=False, width=100).rstrip(), highlight=False)
     hint = f"--predictions TEST_DIR {path}" if args.predictions else str(path)
@@ -221,17 +224,35 @@ def calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_score(args: argparse.Namespace) -> dict:
-    """``--param`` values, plus ``score`` from ``--score`` (conformal methods only, not also as a --param)."""
-    from segcal.methods import CONFORMAL_METHODS
+RISK_FLAGS = {"loss": "loss", "alpha": "alpha", "procedure": "procedure", "delta": "delta",
+              "target_class": "target_class", "structure": "structure", "inner": "inner"}
+"""``args`` attribute → parameter of the risk methods (``--structure``/``--inner``: margin only)."""
+
+
+def _method_params(args: argparse.Namespace) -> dict:
+    """``--param`` values, plus ``score`` from ``--score`` (conformal methods) and the risk-control flags
+    (risk methods); each may be given once, as a flag or a ``--param``."""
+    from segcal.methods import CONFORMAL_METHODS, RISK_METHODS
 
     params = _params(args.param)
+    flags = {name: getattr(args, attr) for attr, name in RISK_FLAGS.items()
+             if getattr(args, attr) is not None and getattr(args, attr) is not False}
     if args.score is not None:
         if args.method not in CONFORMAL_METHODS:
-            raise ValueError(f"--score applies to conformal methods; {args.method} is a recalibration method")
-        if "score" in params:
-            raise ValueError("give the score once: --score or --param score=..., not both")
-        params["score"] = args.score
+            raise ValueError(f"--score applies to conformal methods; {args.method} is not one")
+        flags["score"] = args.score
+    if flags.keys() & RISK_FLAGS.keys() and args.method not in RISK_METHODS:
+        given = ", ".join(f"--{k.replace('_', '-')}" for k in flags if k in RISK_FLAGS)
+        raise ValueError(f"{given} applies to --method risk or margin, not {args.method}")
+    if args.method == "risk" and {"structure", "inner"} & flags.keys():
+        raise ValueError("--structure and --inner apply to --method margin")
+    for name, value in flags.items():
+        if name in params:
+            raise ValueError(f"give {name} once: --{name.replace('_', '-')} or --param {name}=..., not both")
+        params[name] = value
+    target = params.get("target_class")
+    if isinstance(target, str) and target.isdigit():
+        params["target_class"] = int(target)
     return params
 
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 import argparse
 
 from segcal.cli import calib_commands
-from segcal.methods import CONFORMAL_METHODS, DEFAULT_N_CALS, METHODS, SCORES
+from segcal.methods import (
+    CONFORMAL_METHODS,
+    DEFAULT_N_CALS,
+    MARGIN_LOSSES,
+    METHODS,
+    PROCEDURES,
+    RISK_LOSSES,
+    SCORES,
+    STRUCTURES,
+)
 
 SPLITS = ["train", "val", "cal", "test"]
 
@@ -50,11 +59,13 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=calib_commands.evaluate)
 
     p = sub.add_parser(
-        "calibrate", help="fit temperature/vector/selective/LTS scaling or a conformal calibrator",
+        "calibrate", help="fit a recalibrator, a conformal calibrator or a mask-level risk controller",
         description="Fit a calibration method on the calibration split and write a calibrated checkpoint "
         f"(methods: {', '.join(METHODS)}). Recalibration methods change the probabilities; conformal methods "
-        "(pixel, image, kandinsky-*) store nc curves for per-pixel prediction sets. A conformal method fitted on "
-        "a recalibrated checkpoint uses the recalibrated probabilities.")
+        "(pixel, image, kandinsky-*, local) store what per-pixel prediction sets need; risk methods give mask-level "
+        "guarantees: `risk` picks the probability threshold that controls the FNR, FDR or miscoverage, `margin` "
+        "the dilation (and erosion) margins of the predicted mask. Methods fitted on a recalibrated checkpoint use "
+        "the recalibrated probabilities.")
     _source_args(p, "cal", "model checkpoint; with --predictions: optional calibrated file to extend")
     p.add_argument("--method", choices=METHODS, metavar="METHOD", help=", ".join(METHODS))
     p.add_argument("--list-params", action="store_true",
@@ -67,6 +78,17 @@ def add_parsers(sub) -> None:
                    "aps (mass of the more likely classes) or raps (APS with a rank penalty)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default: 0)")
     p.add_argument("--out", metavar="FILE", help="output file (default: <checkpoint>.<method>.ckpt next to it)")
+    g = p.add_argument_group("risk control (--method risk | margin)")
+    g.add_argument("--loss", help=f"risk: {' | '.join(RISK_LOSSES)} (default: fnr); margin: "
+                   f"{' | '.join(MARGIN_LOSSES)} (default: cover = the outer mask holds the whole truth)")
+    g.add_argument("--alpha", type=float, help="risk level α (default: 0.1)")
+    g.add_argument("--procedure", choices=PROCEDURES, help="crc (E[loss] ≤ α; default for monotone losses), rcps or "
+                   "ltt (P(risk ≤ α) ≥ 1 − δ; ltt is the default for the FDR)")
+    g.add_argument("--delta", type=float, help="failure probability δ of rcps / ltt (default: 0.1)")
+    g.add_argument("--target-class", metavar="NAME",
+                   help="class the FNR / FDR / margin is about (a name or index; default: class 1 of a binary model)")
+    g.add_argument("--structure", choices=STRUCTURES, help="margin: dilate by 3×3 square (default), cross or a disk")
+    g.add_argument("--inner", action="store_true", help="margin: also an eroded inner mask inside the truth")
     p.set_defaults(func=calib_commands.calibrate)
 
     p = sub.add_parser(

@@ -30,6 +30,34 @@ def metrics_table(quality, title: str) -> Table:
     return table
 
 
+RISK_ROWS = (("loss", "per-image loss"), ("fnr", "FNR"), ("fdr", "FDR (1 − precision)"),
+             ("mask_area", "mask area"), ("pred_area", "predicted mask area"), ("outer_area", "outer mask area"),
+             ("inner_area", "inner mask area"), ("band_area", "band area"), ("inner_loss", "inner ⊄ truth"),
+             ("set_size", "set size"))
+"""Per-image quantities of a :class:`~segcal.pipeline.results.RiskSummary`, in table order (areas: image share)."""
+
+
+def risk_table(risk, classes: list[str]) -> Table:
+    """The chosen λ, the realized risk and the spread over test images of a risk evaluation."""
+    target = "" if risk.target_class is None else f" of {classes[risk.target_class]}"
+    delta = "" if risk.delta is None else f", δ = {risk.delta:g}"
+    table = Table(title=f"Risk control: {risk.method} {risk.loss}{target}, {risk.procedure.upper()} at "
+                        f"α = {risk.alpha:g}{delta}, {risk.n_cal} calibration / {risk.num_test_images} test images")
+    for column in ("", "mean", "std", "10%", "median", "90%"):
+        table.add_column(column, justify="left" if not column else "right")
+    for name, value in risk.parameters.items():
+        shown = "trivial (infeasible)" if value is None or value == float("inf") else f"{value:.4g}"
+        table.add_row(name.replace("_", " "), shown, "", "", "", "")
+    table.add_row("calibration risk", number(risk.calibration_risk), "", "", "", "")
+    table.add_row("test risk", number(risk.test_risk), "", "", "", "")
+    table.add_row("images with loss > α", number(risk.images_over_alpha, 3), "", "", "", "")
+    for key, title in RISK_ROWS:
+        spread = risk.per_image.get(key)
+        if spread is not None:
+            table.add_row(title, *(number(getattr(spread, f)) for f in ("mean", "std", "p10", "p50", "p90")))
+    return table
+
+
 def demo(args: argparse.Namespace) -> int:
     from segcal.pipeline.demo import run_demo
 

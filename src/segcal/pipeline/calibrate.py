@@ -1,10 +1,10 @@
-"""`segcal calibrate`: fit a recalibrator or a conformal calibrator on the calibration split.
+"""`segcal calibrate`: fit a recalibrator, a conformal calibrator or a risk controller on the calibration split.
 
-Recalibration methods (``temperature``, ``vector``, ``selective``, ``lts``) map logits to
+Recalibration methods (``temperature``, ``vector``, ``selective``, ``lts``, ...) map logits to
 calibrated logits; conformal methods (``pixel``, ``image``, ``kandinsky-*``, ``local``) store what
-their per-pixel prediction sets need. Both go into a
-:class:`~segcal.calibrated.CalibrationBundle`; a conformal calibrator is fitted on the
-logits *after* the bundle's recalibrator, so the two compose.
+their per-pixel prediction sets need; risk methods (``risk``, ``margin``) one row of losses per image for
+a mask-level guarantee. All go into a :class:`~segcal.calibrated.CalibrationBundle`; conformal calibrators
+and risk controllers are fitted on the logits *after* the bundle's recalibrator, so they compose.
 """
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from segcal.calibrators.registry import CALIBRATORS, make_calibrator
 from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.local_calibrator import LocalCalibrator
 from segcal.errors import NoLabelsError
-from segcal.methods import CONFORMAL_METHODS, RECALIBRATION_METHODS, check_method
+from segcal.methods import CONFORMAL_METHODS, RECALIBRATION_METHODS, RISK_METHODS, check_method
 from segcal.pipeline.progress import track
 from segcal.pipeline.sources import Stream, source_name
+from segcal.risk import MarginController, RiskController
 
 NOT_PARAMS = ("grouping", "num_classes", "kind", "head", "ignore_index", "seed", "bins")
 """Parameters segcal sets itself (from the method name, the data source and ``--seed``; ``bins`` is a
@@ -32,9 +33,11 @@ def method_params(method: str) -> dict[str, Any]:
     """The tunable parameters of ``method`` and their defaults (what ``--param`` accepts)."""
     check_method(method)
     skip = set(NOT_PARAMS)
+    defaults: dict[str, Any] = {}
     if method in RECALIBRATION_METHODS:
         cls = CALIBRATORS[method]
-        defaults: dict[str, Any] = {}
+    elif method in RISK_METHODS:
+        cls = risk_class(method)
     else:
         cls, defaults = conformal_class(method), CONFORMAL_METHODS[method][1]
         if method in ("pixel", "image"):
@@ -69,6 +72,24 @@ def make_conformal(method: str, num_classes: int, head: str = "softmax", ignore_
 def conformal_class(method: str) -> type[ConformalCalibrator]:
     """The calibrator class of a conformal method name."""
     return LocalCalibrator if CONFORMAL_METHODS[method][0] == "local" else ConformalCalibrator
+
+
+def risk_class(method: str) -> type[RiskController] | type[MarginController]:
+    """The controller class of a risk method name."""
+    return RiskController if method == "risk" else MarginController
+
+
+def make_risk(method: str, class_names: list[str], head: str = "softmax", ignore_index: int = 255,
+              **params: Any) -> RiskController | MarginController:
+    """An unfitted risk controller; ``target_class`` may be a class name of ``class_names`` or an index."""
+    params = dict(check_params(method, params))
+    target = params.get("target_class")
+    if isinstance(target, str):
+        if target not in class_names:
+            raise ValueError(f"--target-class {target!r} is not a class of this model; classes: "
+                             f"{', '.join(class_names)}")
+        params["target_class"] = class_names.index(target)
+    return risk_class(method)(kind="logits", head=head, ignore_index=ignore_index, **params)
 
 
 def _progress(enabled: bool):
@@ -106,13 +127,20 @@ def _fit(source, method: str, bundle: CalibrationBundle, params: dict[str, Any],
          progress: bool) -> dict[str, Any]:
     """Fit ``method`` on ``source`` into ``bundle``; returns the fitted calibrator's info."""
     if method in RECALIBRATION_METHODS:
-        if bundle.recalibration is not None or bundle.conformal is not None:
+        if not bundle.empty:
             raise ValueError(f"the checkpoint is already calibrated ({bundle.describe()}); fit {method} "
                              "on the uncalibrated checkpoint instead")
         calibrator = make_calibrator(method, head=source.head, ignore_index=source.ignore_index, seed=seed,
                                      **check_params(method, params))
         calibrator.fit(Stream(source), progress=_progress(progress))
         bundle.recalibration, info = calibrator, dict(calibrator.info_)
+    elif method in RISK_METHODS:
+        if bundle.risk is not None:
+            raise ValueError(f"the checkpoint already has a risk controller ({bundle.describe()}); fit {method} "
+                             "on the checkpoint without it")
+        controller = make_risk(method, list(source.class_names), source.head, source.ignore_index, **params)
+        controller.fit(track(Stream(source, bundle.apply), f"calibrate {method}", enabled=progress))
+        bundle.risk, info = controller, controller.info_
     else:
         conformal = make_conformal(method, source.num_classes, source.head, source.ignore_index, seed, **params)
         conformal.fit(track(Stream(source, bundle.apply), f"calibrate {method}", enabled=progress))

@@ -4,7 +4,8 @@ Stages, all into one run directory: train a small UNet far past its best epoch o
 images (the last checkpoint is over-fitted and over-confident; temperature scaling fits T ≈ 1.5)
 → measure calibration on the test split → fit temperature and selective scaling on the
 calibration split and measure again → calibrate the five conformal methods and evaluate
-their coverage → a low-data sweep → ``report.html``.
+their coverage → mask-level guarantees for class 1 (FNR control, and dilation / erosion margins) → a
+low-data sweep → ``report.html``.
 The model runs once per split and later stages reuse the cached logits; the uncalibrated model is measured
 once (``eval/last-test``), and each calibrated evaluation measures only what its calibrator changes.
 """
@@ -37,6 +38,9 @@ QUICK_OVERRIDES = [
 FOLDER_OVERRIDES = ["train.epochs=30", "train.val_every=1", "train.checkpoint_every=10", "data.batch_size=16"]
 RECALIBRATION = ("temperature", "selective")
 CONFORMAL = ("pixel", "image", "kandinsky-kmeans", "kandinsky-annuli", "local")
+RISK = {"risk": {"loss": "fnr", "target_class": 1, "alpha": 0.1},
+        "margin": {"structure": "disk", "inner": True, "target_class": 1, "alpha": 0.1}}
+"""Risk controllers the demo fits (class 1 is the first non-background class of the synthetic scenes)."""
 SWEEP_N_CALS = (10, 25, 50)
 QUICK_SELECTIVE = {"epochs": 5}
 
@@ -78,7 +82,7 @@ def run_demo(out: str = "runs", quick: bool = False, data: str | None = None, ov
 
     cfg = demo_config(out, quick, data, overrides, progress)
     run_dir = new_run_dir(cfg)
-    say(f"1/6 training {cfg.model.arch} for {cfg.train.epochs} epochs → {run_dir}")
+    say(f"1/7 training {cfg.model.arch} for {cfg.train.epochs} epochs → {run_dir}")
     trained = train(cfg, run_dir)
     ckpt = trained.last_checkpoint
     model = load_model(ckpt, "cpu")
@@ -90,28 +94,33 @@ def run_demo(out: str = "runs", quick: bool = False, data: str | None = None, ov
         return evaluate(test, bundle, run_dir / "eval" / name, name=name,
                         baseline=None if bundle is None else "last-test", progress=progress).result
 
-    say("2/6 measuring calibration of the last checkpoint")
+    say("2/7 measuring calibration of the last checkpoint")
     evaluations = {"last-test": run_eval("last-test")}
-    say(f"3/6 recalibrating: {', '.join(RECALIBRATION)}")
+    say(f"3/7 recalibrating: {', '.join(RECALIBRATION)}")
     for method in RECALIBRATION:
         params = QUICK_SELECTIVE if quick and method == "selective" else {}
         bundle, _ = calibrate(cal, method, params=params, seed=cfg.seed, progress=progress)
         save_bundle(bundle, ckpt.with_name(f"last.{method}.ckpt"), ckpt)
         evaluations[f"last.{method}-test"] = run_eval(f"last.{method}-test", bundle)
-    say(f"4/6 conformal calibration: {', '.join(CONFORMAL)}")
+    say(f"4/7 conformal calibration: {', '.join(CONFORMAL)}")
     for method in CONFORMAL:
         bundle, _ = calibrate(cal, method, seed=cfg.seed, progress=progress)
         save_bundle(bundle, ckpt.with_name(f"last.{method}.ckpt"), ckpt)
         evaluations[f"last.{method}-test"] = run_eval(f"last.{method}-test", bundle)
+    say(f"5/7 mask-level guarantees: {', '.join(RISK)}")
+    for method, params in RISK.items():
+        bundle, _ = calibrate(cal, method, params=params, seed=cfg.seed, progress=progress)
+        save_bundle(bundle, ckpt.with_name(f"last.{method}.ckpt"), ckpt)
+        evaluations[f"last.{method}-test"] = run_eval(f"last.{method}-test", bundle)
     n_cals = sorted({n for n in SWEEP_N_CALS if n < len(cal)} | {len(cal)})
-    say(f"5/6 low-data sweep over n_cal = {n_cals}")
+    say(f"6/7 low-data sweep over n_cal = {n_cals}")
     sweep = run_sweep(cal, test, run_dir / "sweep", methods=CONFORMAL, n_cals=n_cals, repeats=2 if quick else 5,
                       seed=cfg.seed, progress=progress)
     summary = summary_lines(cfg, trained, evaluations, run_dir)
     seconds = time.time() - start
     write_json(run_dir / "summary.json", {"summary": summary, "seconds": seconds,
                                           "val_best": asdict(trained.val_metrics)})
-    say("6/6 writing the HTML report")
+    say("7/7 writing the HTML report")
     report = build_report(run_dir)
     return DemoResult(run_dir, trained, evaluations, sweep, report, summary, time.time() - start,
                       evaluations["last-test"].segmentation)
@@ -119,7 +128,7 @@ def run_demo(out: str = "runs", quick: bool = False, data: str | None = None, ov
 
 def summary_lines(cfg: ExperimentConfig, trained: TrainResult, evaluations: dict[str, EvaluationResult],
                   run_dir: Path) -> list[str]:
-    """The five-line summary: model, Dice, ECE before/after, NLL before/after, CE per conformal method."""
+    """The summary: model, Dice, ECE before/after, NLL before/after, CE per conformal method, mask guarantees."""
     base = evaluations["last-test"]
     quality = base.segmentation
     ece = {"uncalibrated": base.calibration["uncalibrated"]}
@@ -135,7 +144,21 @@ def summary_lines(cfg: ExperimentConfig, trained: TrainResult, evaluations: dict
         "ECE " + " → ".join(f"{k}{_fitted(evaluations, k)} {_fmt(v.ece)}" for k, v in ece.items()),
         "NLL " + " → ".join(f"{k} {_fmt(v.nll)}" for k, v in ece.items()),
         f"conformal CE at n_cal = {next(iter(conf.values())).n_cal} (set size at 1 − α = {REPORT_LEVEL}): {ce}",
+        *(_risk_line(evaluations[f"last.{m}-test"].risk) for m in RISK),
     ]
+
+
+def _risk_line(r) -> str:
+    """``FNR control (CRC, α = 0.1): threshold 0.43, test FNR 0.081, precision 0.91`` and the margin analogue."""
+    chosen = ", ".join(f"{k.replace('_', ' ')} {'trivial' if v is None or v == float('inf') else f'{v:.3g}'}"
+                       for k, v in r.parameters.items())
+    head = f"{r.method} {r.loss} of class {r.target_class} ({r.procedure.upper()}, α = {r.alpha:g}): {chosen}, "
+    if r.method == "margin":
+        inner = r.per_image.get("inner_loss")
+        return head + (f"truth ⊆ outer on {1 - r.test_risk:.3f} of test images"
+                       + ("" if inner is None else f", inner ⊆ truth on {1 - inner.mean:.3f}")
+                       + f", band area {_fmt(r.per_image['band_area'].mean, 3)}")
+    return head + f"test {r.loss.upper()} {r.test_risk:.3f}, precision {_fmt(1 - r.per_image['fdr'].mean, 3)}"
 
 
 def _fitted(evaluations: dict[str, EvaluationResult], method: str) -> str:

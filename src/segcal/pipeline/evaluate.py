@@ -6,7 +6,9 @@ One streaming pass over the test source accumulates, per batch:
 * :class:`~segcal.metrics.calibration.CalibrationMetrics` of the raw logits ("uncalibrated")
   and, when the bundle has a recalibrator, of the recalibrated logits (before/after);
 * :class:`~segcal.conformal.evaluation.CoverageAccumulator` when the bundle has a conformal
-  calibrator, plus prediction sets of the first few images at ``set_alpha`` for overlays.
+  calibrator, plus prediction sets of the first few images at ``set_alpha`` for overlays;
+* :class:`~segcal.pipeline.evaluate_risk.RiskEvaluation` when it has a risk controller (realized risk,
+  areas and their spread over images, at the controller's α).
 
 ``<out>/evaluation.json`` and ``<out>/figures/*.png`` are written (see :mod:`segcal.report.build`
 for the schema the report reads).
@@ -31,6 +33,7 @@ from segcal.metrics.calibration_results import CalibrationResults
 from segcal.metrics.segmentation import SegmentationMetrics, quality_summary
 from segcal.outputs import hard_labels
 from segcal.pipeline.evaluate_figures import SetExamples, write_figures
+from segcal.pipeline.evaluate_risk import RiskEvaluation, risk_figures
 from segcal.pipeline.progress import track
 from segcal.pipeline.results import (
     CalibrationSummary,
@@ -89,6 +92,7 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
                                           *([recal.method] if recal is not None else [])]
     metrics = {view: _calibration_metrics(source, bins, boundary_width, class_maps) for view in views}
     coverage = None if conformal is None else CoverageAccumulator(conformal, alphas, min_test_labels)
+    risk = None if bundle.risk is None or segmentation_only else RiskEvaluation(bundle.risk, num_set_examples)
     examples = SetExamples(num_set_examples if conformal is not None else 0, set_alpha)
     labelled = 0
 
@@ -106,6 +110,8 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
         if conformal is not None:
             coverage.update(final, labels, "logits", source.head)
             examples.add(source, batch, conformal, final)
+        if risk is not None:
+            risk.update(source, batch, final)
 
     for batch in track(Stream(source), f"evaluate ({bundle.describe()})", enabled=progress):
         step(batch)
@@ -126,11 +132,14 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
         calibration={label: CalibrationSummary.of(r) for label, r in results.items()},
         recalibration=None if recal is None else Recalibration(recal.method, dict(recal.info_)),
         conformal=None if cov is None else CoverageSummary.from_dict(cov.to_dict()),
+        risk=None if risk is None else risk.compute(),
         set_alpha=set_alpha if cov else None)
     if out_dir is not None:
         folder = Path(out_dir)
         result.figures = [FigureEntry(**f) for f in write_figures(folder / "figures", list(results.values()), cov,
                                                                   conformal, source.class_names, examples)]
+        if risk is not None:
+            result.figures += [FigureEntry(**f) for f in risk_figures(folder / "figures", risk, source.class_names)]
         result.seconds = time.time() - start
         result.write(folder)
     result.seconds = time.time() - start

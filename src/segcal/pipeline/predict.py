@@ -7,8 +7,11 @@ each image's original size. With ``alpha`` also ``<out>/sets/<name>.png`` (colou
 ``sets/legend.png``): singleton sets in their class colour, ambiguous pixels white, empty sets black.
 With ``original_size`` the predicted label map ``<out>/original/<name>.png`` and (with ``alpha``) the set
 image ``<out>/original/sets/<name>.png`` at each image's original size (``data.resize`` undone; pixels a
-``crop`` cut away get ``ignore_index`` / grey). The folder is directly usable as
-``segcal evaluate --predictions <out>``.
+``crop`` cut away get ``ignore_index`` / grey). With a risk controller in the checkpoint (``--method risk`` or
+``margin``), its calibrated masks at the controller's α: ``risk/<name>.png`` (0/255) for a thresholded mask, or
+``risk/outer/<name>.png``, ``risk/inner/<name>.png`` and the outline overlay ``risk/band/<name>.png`` for
+margins (multiclass sets from ``--loss miscoverage`` go into the ``.npz`` as ``risk_sets``). The folder is
+directly usable as ``segcal evaluate --predictions <out>``.
 """
 from __future__ import annotations
 
@@ -59,6 +62,7 @@ def predict(source, out_dir: str | Path, bundle: CalibrationBundle | None = None
             plot_set_legend(source.class_names, path=writer.path("sets/legend.png"), colors=colors)
         for batch in track(Stream(source, bundle.apply), "predict", enabled=progress):
             sets = None if alpha is None else bundle.conformal.predict_set(batch.logits, alpha, "logits", source.head)
+            risk = None if bundle.risk is None else _risk_masks(bundle.risk, batch.logits)
             if original_size and batch.sizes is None:
                 raise ValueError(f"--original-size: no original size recorded for {batch.names[0]}")
             for i, name in enumerate(batch.names):
@@ -70,10 +74,14 @@ def predict(source, out_dir: str | Path, bundle: CalibrationBundle | None = None
                     _write_rgb(writer.path(f"sets/{name}.png"), set_colours(sets[i], colors))
                 if original_size:
                     _write_original(writer, batch, i, None if sets is None else sets[i], source, colors)
+                if risk is not None:
+                    extra.update(_write_risk(writer, source, batch, i, {k: v[i] for k, v in risk.items()}))
                 writer.add(name, batch.logits[i].numpy(), batch.labels[i].numpy(),
                            original_size=None if batch.sizes is None else batch.sizes[i], **extra)
                 count += 1
     summary = {"out": str(out), "num_images": count, "calibration": bundle.describe(), "alpha": alpha}
+    if bundle.risk is not None:
+        summary["risk"] = bundle.risk.info_
     if sizes:
         summary["mean_set_size"] = sum(sizes) / len(sizes)
     return summary
@@ -99,3 +107,36 @@ def _write_original(writer: PredictionWriter, batch: Batch, i: int, sets: torch.
         rgb = set_colours(big, colors)
         rgb[~covered.numpy()] = UNSEEN_GREY
         _write_rgb(writer.path(f"original/sets/{name}.png"), rgb)
+
+
+def _risk_masks(controller, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The controller's masks of a batch: ``mask`` / ``sets``, or ``pred``, ``outer`` (and ``inner``)."""
+    out = controller.predict(logits)
+    if controller.method == "margin":
+        return {k: v for k, v in (("pred", out.pred), ("outer", out.outer), ("inner", out.inner)) if v is not None}
+    return {"sets" if controller.loss == "miscoverage" else "mask": out}
+
+
+def _write_mask(path: Path, mask: torch.Tensor) -> None:
+    pixels = mask.numpy().astype(np.uint8) * 255
+    atomic_write(path, lambda tmp: write_png(tmp, pixels))
+
+
+def _write_risk(writer: PredictionWriter, source, batch: Batch, i: int, masks: dict[str, torch.Tensor]
+                ) -> dict[str, np.ndarray]:
+    """PNGs of image ``i``'s calibrated masks; returns the arrays for its ``.npz``."""
+    from segcal.plots.risk import plot_mask_outlines
+
+    name = batch.names[i]
+    if "sets" in masks:
+        return {"risk_sets": masks["sets"].numpy()}
+    if "mask" in masks:
+        _write_mask(writer.path(f"risk/{name}.png"), masks["mask"])
+        return {"risk_mask": masks["mask"].numpy()}
+    for side in ("outer", "inner"):
+        if side in masks:
+            _write_mask(writer.path(f"risk/{side}/{name}.png"), masks[side])
+    image = source.display_image(batch, i) if batch.images is not None else None
+    fig = plot_mask_outlines(image, masks, name, path=writer.path(f"risk/band/{name}.png"))
+    fig.clear()
+    return {f"risk_{side}": mask.numpy() for side, mask in masks.items() if side != "pred"}

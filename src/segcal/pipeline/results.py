@@ -169,6 +169,57 @@ class CoverageSummary:
 
 
 @dataclass
+class Spread:
+    """Mean, standard deviation and the 10th / 50th / 90th percentiles of a per-image quantity (NaN skipped)."""
+
+    mean: float | None
+    std: float | None
+    p10: float | None
+    p50: float | None
+    p90: float | None
+
+    @classmethod
+    def of(cls, values: Any) -> Spread:
+        import torch
+
+        v = torch.as_tensor(values, dtype=torch.float64)
+        v = v[~v.isnan()]
+        if v.numel() == 0:
+            return cls(None, None, None, None, None)
+        q = torch.quantile(v, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)).tolist()
+        return cls(float(v.mean()), float(v.std()) if v.numel() > 1 else 0.0, *q)
+
+
+@dataclass
+class RiskSummary:
+    """What a risk-control evaluation measured: the λ chosen on calibration images (``parameters``: the
+    probability ``threshold``, or ``outer_margin`` / ``inner_margin`` in pixels; ``inf`` when infeasible), the
+    realized test risk and the spread over test images of the loss and of what the guarantee costs
+    (``per_image``: ``loss``, ``fnr``, ``fdr``, ``mask_area``, ``outer_area``, ``band_area``, ``set_size``, ...)."""
+
+    method: str
+    loss: str
+    procedure: str
+    alpha: float
+    delta: float | None
+    target_class: int | None
+    n_cal: int
+    feasible: bool
+    parameters: dict[str, float]
+    calibration_risk: float
+    num_test_images: int
+    test_risk: float
+    images_over_alpha: float
+    per_image: dict[str, Spread] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RiskSummary:
+        spreads = {k: Spread(**_known(Spread, v)) for k, v in (d.get("per_image") or {}).items() if isinstance(v, dict)}
+        return cls(**{**_known(cls, d), "per_image": spreads})
+
+
+@dataclass
 class Recalibration:
     """The recalibrator an evaluation applied and its fit diagnostics (``info_``)."""
 
@@ -201,6 +252,7 @@ class EvaluationResult:
     calibration: dict[str, CalibrationSummary] = field(default_factory=dict)
     recalibration: Recalibration | None = None
     conformal: CoverageSummary | None = None
+    risk: RiskSummary | None = None
     baseline: str | None = None
     set_alpha: float | None = None
     figures: list[FigureEntry] = field(default_factory=list)
@@ -215,7 +267,7 @@ class EvaluationResult:
         out = {"schema": SCHEMA, **{f.name: getattr(self, f.name) for f in fields(self)}}
         out["calibration"] = {label: {**r.details, **{k: v for k, v in asdict(r).items() if k != "details"}}
                               for label, r in self.calibration.items()}
-        for key in ("segmentation", "recalibration", "conformal"):
+        for key in ("segmentation", "recalibration", "conformal", "risk"):
             out[key] = None if out[key] is None else asdict(out[key])
         out["figures"] = [asdict(f) for f in self.figures]
         return plain(out)
@@ -233,6 +285,7 @@ class EvaluationResult:
                          if isinstance(r, dict)},
             recalibration=Recalibration(**_known(Recalibration, recal)) if isinstance(recal, dict) else None,
             conformal=CoverageSummary.from_dict(conf) if isinstance(conf, dict) else None,
+            risk=RiskSummary.from_dict(d["risk"]) if isinstance(d.get("risk"), dict) else None,
             baseline=d.get("baseline"), set_alpha=d.get("set_alpha"),
             figures=[FigureEntry(**_known(FigureEntry, f)) for f in d.get("figures") or []
                      if isinstance(f, dict) and f.get("path")],

@@ -49,18 +49,20 @@ from segcal.report.inputs import (
     per_class,
     with_class_columns,
 )
+from segcal.report.risk_section import risk_section
 
 REPORT_SECTIONS = ("summary", "configuration", "training", "segmentation", "calibration", "recalibration",
-                   "conformal", "sweep", "prediction-sets")
+                   "conformal", "sweep", "prediction-sets", "risk")
 SECTION_TITLES = {"summary": "Summary", "configuration": "Configuration", "training": "Training",
                   "segmentation": "Segmentation quality", "calibration": "Calibration",
                   "recalibration": "Recalibration", "conformal": "Conformal prediction",
-                  "sweep": "Low-data sweep", "prediction-sets": "Prediction sets"}
+                  "sweep": "Low-data sweep", "prediction-sets": "Prediction sets",
+                  "risk": "Mask-level guarantees"}
 METRIC_ORDER = ("dice", "iou", "recall", "precision", "accuracy")
 METRIC_NAMES = {"dice": "Dice", "iou": "IoU", "recall": "Recall", "precision": "Precision", "accuracy": "Accuracy"}
 CONFIG_KEYS = ("name", "seed", "data.kind", "data.image_size", "model.arch", "train.epochs")
 CONFORMAL_FIGURES = ("group_map", "window_map", "ce_map", "coverage_vs_nominal", "set_size_map")
-FIGURE_GROUPS = ("calibration", "conformal", "prediction_sets")
+FIGURE_GROUPS = ("calibration", "conformal", "prediction_sets", "risk")
 CMD_TRAIN = "segcal train CONFIG"
 CMD_EVALUATE = "segcal evaluate CHECKPOINT"
 CMD_RECALIBRATE = "segcal calibrate CHECKPOINT --method temperature"
@@ -280,7 +282,7 @@ SECTION_BUILDERS = {"summary": summary_section, "configuration": configuration_s
                     "training": training_section, "segmentation": segmentation_section,
                     "calibration": calibration_section, "recalibration": recalibration_section,
                     "conformal": conformal_section, "sweep": sweep_section,
-                    "prediction-sets": prediction_sets_section}
+                    "prediction-sets": prediction_sets_section, "risk": risk_section}
 
 
 def build_section(sid: str, run: RunInputs) -> Html:
