@@ -75,3 +75,31 @@ def test_edge_cases():
         dilate(full.float(), 1)
     with pytest.raises(ValueError, match="radius must be >= 0"):
         erode(full, -1)
+
+
+@pytest.mark.parametrize("structure", ["square", "cross", "disk"])
+def test_limited_reach_is_exact_up_to_the_reach(structure):
+    mask = _masks(2, seed=5, density=0.01)
+    full = distance_to(mask, structure)
+    near = distance_to(mask, structure, reach=3)
+    assert torch.equal(near[full <= 3], full[full <= 3]) and (near[full > 3] > 3).all()
+
+
+def test_margin_needs_with_a_short_first_search_equal_the_full_search():
+    from segcal.risk import losses
+
+    g = torch.Generator().manual_seed(6)
+    labels = (torch.rand(6, 40, 50, generator=g) < 0.02).long()
+    labels[:3, 5:30, 5:40] = 1  # large objects: some needs exceed the first search
+    pred = torch.rand(6, 40, 50, generator=g) < 0.01
+    pred[:2, 10:35, 10:45] = True
+    pred[2], labels[2, 30:38, 40:48] = False, 1
+    pred[2, 0, 0] = True  # the truth lies ~50 px from the only predicted pixel
+    pred[3, 1:39, 1:49] = True  # a deep false positive: many erosions needed
+    short = losses.margin_needs(pred, labels, 1, "disk", inner=True)
+    full_far = distance_to(pred, "disk")
+    assert torch.equal(short["outer"], losses._needed(full_far, labels == 1))
+    assert torch.equal(short["inner"], losses._needed(distance_to(~pred, "disk", outside=True), pred & (labels != 1)))
+    assert (short["outer"] > losses.FIRST_REACH).any() and (short["inner"] > losses.FIRST_REACH).any()
+    truth = labels == 1
+    assert torch.equal(short["truth_distance"][truth], full_far[truth])

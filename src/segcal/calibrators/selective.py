@@ -47,7 +47,7 @@ def confidence_matching_t2(logits: torch.Tensor, labels: torch.Tensor, head: Hea
     the top-label accuracy on ``labels [P]`` (bisection on ``log T2``); 1 when ``P = 0``."""
     if len(labels) == 0:
         return 1.0
-    accuracy = (log_probs(logits, head).argmax(dim=1) == labels).float().mean().item()
+    accuracy = (log_probs(logits, head).max(dim=1).indices == labels).float().mean().item()
     if mean_confidence(logits, head) <= accuracy:
         return 1.0
     if mean_confidence(logits, head, T2_MAX) >= accuracy:
@@ -146,7 +146,7 @@ class SelectiveScaling(PixelCalibrator):
                      "little or make things worse; use temperature scaling (--method temperature) instead")
         generator = torch.Generator().manual_seed(self.seed)
         features = misprediction_features(logits, self.head)
-        wrong = log_probs(logits, self.head).argmax(dim=1) != labels
+        wrong = log_probs(logits, self.head).max(dim=1).indices != labels
         is_val = split_images(image_ids, self.val_fraction, generator)
         self.classifier_, metrics, history = train_misprediction_classifier(
             (features[~is_val], wrong[~is_val]), (features[is_val], wrong[is_val]),

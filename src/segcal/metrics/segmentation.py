@@ -74,7 +74,7 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
         if preds.ndim == target.ndim + 1:
-            preds = preds.argmax(dim=1)
+            preds = preds.max(dim=1).indices
         super().update(preds.long(), target.long())
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]

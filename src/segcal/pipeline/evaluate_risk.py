@@ -44,7 +44,7 @@ class RiskEvaluation:
         truth = None if rc.target_class_ is None else valid & (labels == rc.target_class_)
         if isinstance(rc, MarginController):
             masks = rc.predict(logits)
-            losses = rc.image_losses(logits, labels)
+            losses = rc.image_losses(logits, labels, masks=masks)
             self._add("loss", losses["outer"])
             if "inner" in losses:
                 self._add("inner_loss", losses["inner"])

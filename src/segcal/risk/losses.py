@@ -81,6 +81,10 @@ def threshold_losses(probs: torch.Tensor, labels: torch.Tensor, loss: str, thres
     raise ValueError(f"loss must be one of {', '.join(THRESHOLD_LOSSES)}; got {loss!r}")
 
 
+FIRST_REACH = 16
+"""Distances are first searched up to this many pixels; images that need more are searched again in full."""
+
+
 def _needed(distances: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
     """Per image, the smallest whole radius λ with ``distance ≤ λ`` at every pixel of ``where``: ``[N]``
     (0 if ``where`` is empty, ``inf`` if a distance is)."""
@@ -88,21 +92,35 @@ def _needed(distances: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
     return d.flatten(1).amax(1).ceil().double()
 
 
+def _distances_where(mask: torch.Tensor, where: torch.Tensor, structure: str, outside: bool,
+                     reach: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(distance map [N, H, W], needed [N])`` to ``mask``, exact wherever needed for ``where`` up to ``reach``:
+    a short search first, the images whose need exceeds it searched again up to ``reach``."""
+    first = FIRST_REACH if reach is None else min(reach, FIRST_REACH)
+    d = distance_to(mask, structure, outside=outside, reach=first)
+    needed = _needed(d, where)
+    again = needed > first
+    if (reach is None or reach > first) and bool(again.any()):
+        d[again] = distance_to(mask[again], structure, outside=outside, reach=reach)
+        needed[again] = _needed(d[again], where[again])
+    return d, needed
+
+
 def margin_needs(pred: torch.Tensor, labels: torch.Tensor, target: int, structure: str,
-                 ignore_index: int = 255, inner: bool = False) -> dict[str, torch.Tensor]:
+                 ignore_index: int = 255, inner: bool = False, reach: int | None = None) -> dict[str, torch.Tensor]:
     """What the margin losses need from one batch, for predicted masks ``pred [N, H, W]`` (bool).
 
     ``outer [N]``: dilations for the prediction to cover the truth (``inf``: empty prediction of a present
     class); ``truth_distance [N, H, W]``: per truth pixel the dilations that reach it (for the FNR);
-    ``inner [N]`` (with ``inner=True``): erosions for the prediction to fall inside the truth.
+    ``inner [N]`` (with ``inner=True``): erosions for the prediction to fall inside the truth. ``reach``: the
+    largest margin of interest (needs beyond it come out larger than ``reach``, not exact).
     """
     valid = labels != ignore_index
     truth = valid & (labels == target)
-    reach = distance_to(pred, structure)
-    out = {"outer": _needed(reach, truth), "truth_distance": torch.where(truth, reach, torch.nan)}
-    if inner:
-        depth = distance_to(~pred, structure, outside=True)  # pixel survives λ erosions iff depth > λ
-        out["inner"] = _needed(depth, pred & valid & ~truth)
+    far, outer = _distances_where(pred, truth, structure, False, reach)
+    out = {"outer": outer, "truth_distance": torch.where(truth, far, torch.nan)}
+    if inner:  # a pixel survives λ erosions iff its depth (distance to the background or border) is > λ
+        out["inner"] = _distances_where(~pred, pred & valid & ~truth, structure, True, reach)[1]
     return out
 
 

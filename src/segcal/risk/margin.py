@@ -84,7 +84,7 @@ class MarginController(RiskControllerBase):
 
     def _rows(self, preds: torch.Tensor, labels: torch.Tensor, target: int | None) -> dict[str, torch.Tensor]:
         pred = hard_labels(preds, self.head) == target
-        needs = margin_needs(pred, labels, target, self.structure, self.ignore_index, self.inner)
+        needs = margin_needs(pred, labels, target, self.structure, self.ignore_index, self.inner, self._cap)
         rows = {"outer": needs["outer"]}
         if self.inner:
             rows["inner"] = needs["inner"]
@@ -154,10 +154,12 @@ class MarginController(RiskControllerBase):
                 torch.zeros_like(pred)
         return Margins(pred, outer, inner)
 
-    def image_losses(self, preds: Any, labels: Any, alpha: float | None = None) -> dict[str, torch.Tensor]:
-        """Each image's loss ``[N]`` at the chosen margins: ``outer`` (cover or FNR) and ``inner``."""
-        preds, labels = as_tensor(preds, "preds"), as_tensor(labels, "labels")
-        masks = self.predict(preds, alpha)
+    def image_losses(self, preds: Any, labels: Any, alpha: float | None = None, masks: Margins | None = None
+                     ) -> dict[str, torch.Tensor]:
+        """Each image's loss ``[N]`` at the chosen margins: ``outer`` (cover or FNR) and ``inner`` (``masks``:
+        :meth:`predict`'s output for these ``preds`` when already computed)."""
+        labels = as_tensor(labels, "labels")
+        masks = self.predict(preds, alpha) if masks is None else masks
         valid = labels != self.ignore_index
         truth = valid & (labels == self.target_class_)
         missed = (truth & ~masks.outer).flatten(1).sum(1).double()
