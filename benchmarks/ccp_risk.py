@@ -26,11 +26,12 @@ from pathlib import Path
 import torch
 
 from ccp_calibration import checkpoint
+from peak_memory import PeakMemory
 from segcal.outputs import hard_labels, to_probs
 from segcal.pipeline.evaluate_risk import RiskEvaluation
 from segcal.pipeline.sources import model_source
 from segcal.risk import MarginController, RiskController
-from segcal.risk.losses import margin_needs, step_losses, threshold_grid, threshold_losses
+from segcal.risk.losses import margin_fnr_losses, margin_needs, step_losses, threshold_grid, threshold_losses
 from segcal.risk.morphology import distance_to
 from segcal.risk.procedures import select
 
@@ -87,6 +88,8 @@ def tables(batches: dict[str, list], cap: int = 60) -> dict[str, torch.Tensor]:
         for structure in ("square", "disk"):
             needs = margin_needs(pred, labels, 1, structure, inner=True)
             out.setdefault(f"{structure}_outer", []).append(needs["outer"])
+            out.setdefault(f"{structure}_fnr", []).append(margin_fnr_losses(needs["truth_distance"],
+                                                                            torch.arange(cap + 1.0)))
             out.setdefault(f"{structure}_inner", []).append(needs["inner"])
             outer_area = _cumulative(distance_to(pred, structure), cap) / pixels
             inner_area = 1 - _cumulative(distance_to(~pred, structure, outside=True), cap) / pixels
@@ -136,6 +139,10 @@ def splits(t: dict[str, torch.Tensor], n_splits: int, n_cal: int = 500, seed: in
                     1 - step_losses(t[f"{structure}_inner"], radii)[test, chosen["inner"]])
                 add(f"margin {structure} {alpha}", band_width=float(radii[chosen["outer"]] + radii[chosen["inner"]]),
                     band_area=float(band.mean()), band_ok=float(both.mean()))
+                k = select(t[f"{structure}_fnr"][cal], "crc", alpha).index
+                add(f"margin fnr {structure} {alpha}", margin=float(radii[k]), fnr=float(t[f"{structure}_fnr"][test, k]
+                                                                                      .mean()),
+                    outer_area=float(t[f"{structure}_outer_area"][test, k].mean()))
     return {key: {name: _mean_std(v) for name, v in values.items()} for key, values in records.items()}
 
 
@@ -165,10 +172,53 @@ def print_tables(result: dict) -> None:
             print(f"| {structure} | {alpha} | {_cell(m['outer_margin'], 1)} | {_cell(m['outer_ok'])} | "
                   f"{_cell(m['inner_margin'], 1)} | {_cell(m['inner_ok'])} | {_cell(m['band_ok'])} | "
                   f"{_cell(m['band_width'], 1)} | {_cell(m['band_area'])} |")
+    print("\nOuter margin controlling the FNR (CRC)\n\n| structure | α | margin | test FNR | outer mask area |")
+    print("|---|---|---|---|---|")
+    for structure in ("square", "disk"):
+        for alpha in ALPHAS:
+            m = s[f"margin fnr {structure} {alpha}"]
+            print(f"| {structure} | {alpha} | {_cell(m['margin'], 1)} | {_cell(m['fnr'])} | {_cell(m['outer_area'])} |")
     print("\nCost on top of one inference pass (500 cal + 200 test images)\n")
     for name, c in result["cost"].items():
         print(f"- {name}: fit {c['fit_seconds']:.2f} s + evaluate {c['evaluate_seconds']:.2f} s = "
               f"{100 * c['overhead']:.1f}% of {result['inference_seconds']:.1f} s")
+
+
+def versus_mapie(batches: dict[str, list], alpha: float = 0.1, grid_size: int = 201, chunk: int = 10) -> dict:
+    """MAPIE 1.6's SemanticSegmentationController (recall, CRC) on the 500 calibration images, fed ``chunk``
+    images per ``compute_risks`` call as its docs advise, next to ours on the same thresholds: λ, seconds and
+    peak RSS growth of each (:class:`PeakMemory`)."""
+    import gc
+    import warnings
+
+    from mapie.risk_control import SemanticSegmentationController
+
+    grid = threshold_grid(grid_size)
+    probs = torch.cat([to_probs(b.logits, "logits")[:, 1:] for b in batches["cal"]]).double()
+    truth = torch.cat([(b.labels == 1).unsqueeze(1) for b in batches["cal"]]).long()
+    out = {}
+    gc.collect()
+    memory, start = PeakMemory(), time.perf_counter()
+    theirs = SemanticSegmentationController(predict_function=lambda x: x, risk="recall", method="crc",
+                                            target_level=1 - alpha, predict_params=grid.flip(0).numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(0, len(probs), chunk):
+            theirs.compute_risks(probs[i:i + chunk].numpy(), truth[i:i + chunk].numpy())
+        theirs.compute_best_predict_param()
+    out["mapie"] = {"threshold": float(theirs.best_predict_param[0]), "seconds": time.perf_counter() - start,
+                    "peak_mib": memory.peak_mib()}
+    del theirs
+    gc.collect()
+    memory, start = PeakMemory(), time.perf_counter()
+    ours = RiskController(alpha=alpha, grid=grid_size, kind="probs").fit(
+        [(torch.cat([1 - p, p], 1), y[:, 0]) for p, y in zip(probs.float().split(chunk), truth.split(chunk))])
+    out["segcal"] = {"threshold": ours.threshold(), "seconds": time.perf_counter() - start,
+                     "peak_mib": memory.peak_mib()}
+    for name, r in out.items():
+        print(f"{name:7s} threshold {r['threshold']:.6f}  {r['seconds']:.2f} s  peak RSS +{r['peak_mib']:.0f} MiB "
+              f"({chunk} images per call)", flush=True)
+    return out
 
 
 def main() -> None:
@@ -177,6 +227,7 @@ def main() -> None:
     parser.add_argument("--runs", default="runs", type=Path)
     parser.add_argument("--splits", type=int, default=50)
     parser.add_argument("--print", dest="only_print", action="store_true", help="print the tables of the last run")
+    parser.add_argument("--mapie", action="store_true", help="also run MAPIE's controller on the same images")
     args = parser.parse_args()
     if args.only_print:
         print_tables(json.loads(RESULTS.read_text()))
@@ -185,6 +236,8 @@ def main() -> None:
     batches, test_source, inference = infer(checkpoint("ccp_person", args.data, args.runs), args.data)
     result = {"inference_seconds": inference, "cost": cost(batches, test_source, inference),
               "n_splits": args.splits}
+    if args.mapie:
+        result["mapie"] = versus_mapie(batches)
     t = tables(batches)
     result["splits"] = splits(t, args.splits)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,14 @@
 """The short path for users with their own model: metrics, recalibration, conformal sets."""
 import torch
 
-from segcal import CalibrationMetrics, KandinskyCalibrator, TemperatureScaling, evaluate_coverage
+from segcal import (
+    CalibrationMetrics,
+    KandinskyCalibrator,
+    MarginController,
+    RiskController,
+    TemperatureScaling,
+    evaluate_coverage,
+)
 
 
 def test_five_line_api_on_synthetic_logits():
@@ -18,3 +25,16 @@ def test_five_line_api_on_synthetic_logits():
     sets = cp.predict_set(batches[4][0], alpha=0.1)
     assert sets.shape == (4, 2, 16, 16) and sets.dtype == torch.bool
     assert 0.0 <= evaluate_coverage(cp, batches[4:], min_test_labels=2).mean_ce <= 1.0
+
+
+def test_mask_level_guarantees_in_a_few_lines():
+    g = torch.Generator().manual_seed(1)
+    labels = torch.zeros(40, 16, 16, dtype=torch.long)
+    labels[:, 4:12, 4:12] = 1
+    logits = torch.randn(40, 2, 16, 16, generator=g) + 2 * torch.nn.functional.one_hot(labels).permute(0, 3, 1, 2)
+    batches = list(zip(logits.split(8), labels.split(8)))
+    rc = RiskController(loss="fnr", alpha=0.1).fit(batches)
+    assert rc.predict(logits[:2]).shape == (2, 16, 16) and 0 < rc.threshold() < 1
+    mc = MarginController(inner=True, alpha=0.2).fit(batches)
+    masks = mc.predict(logits[:2])
+    assert (masks.outer >= masks.pred).all() and (masks.inner <= masks.pred).all()

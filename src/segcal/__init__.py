@@ -19,6 +19,7 @@ _EXPORTS = {"segcal.metrics": "CalibrationMetrics SegmentationMetrics",
             "segcal.calibrators": "TemperatureScaling VectorScaling SelectiveScaling LocalTemperatureScaling",
             "segcal.conformal": "PixelwiseCalibrator ImagewiseCalibrator KandinskyCalibrator LocalCalibrator "
                                 "evaluate_coverage",
+            "segcal.risk": "RiskController MarginController",
             "segcal.calibrated": "CalibrationBundle load_bundle save_bundle", "segcal.estimator": "NotFittedError"}
 __getattr__, _dir, _names = lazy_exports(__name__, _EXPORTS)
 __all__ = [*_names, "__version__"]

@@ -53,7 +53,7 @@ def risk_table(risk, classes: list[str]) -> Table:
     table.add_row("images with loss > α", number(risk.images_over_alpha, 3), "", "", "", "")
     for key, title in RISK_ROWS:
         spread = risk.per_image.get(key)
-        if spread is not None:
+        if spread is not None and not (key == "loss" and risk.loss in risk.per_image):  # shown by name
             table.add_row(title, *(number(getattr(spread, f)) for f in ("mean", "std", "p10", "p50", "p90")))
     return table
 

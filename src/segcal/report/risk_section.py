@@ -34,7 +34,7 @@ def risk_section(run: RunInputs) -> Html:
     for e in evals:
         r = e.result.risk
         spread = [[title, *(getattr(r.per_image[key], f) for f in ("mean", "std", "p10", "p50", "p90"))]
-                  for key, title in SPREAD_ROWS if key in r.per_image]
+                  for key, title in SPREAD_ROWS if key in r.per_image and not (key == "loss" and r.loss in r.per_image)]
         parts += [h3(f"{e.name}: {r.method} {r.loss}"),
                   table(["per test image", "mean", "std", "10%", "median", "90%"], spread),
                   figure_grid(e.figures("risk", run.run_dir))]
