@@ -23,6 +23,17 @@ def tiny_experiment_dict(tmp_path, **sections) -> dict:
     return d
 
 
+def train_tiny(tmp, num_images: int, splits: dict) -> tuple:
+    """``(run_dir, last checkpoint)`` of a one-epoch 3-class model on synthetic 32×32 images."""
+    from segcal.pipeline.train import train
+
+    d = tiny_experiment_dict(tmp, data={"synthetic": {"num_images": num_images, "num_classes": 3, "height": 32,
+                                                      "width": 32}, "splits": splits},
+                             train={"epochs": 1, "checkpoint_every": 1, "vis_samples": 0, "progress": False})
+    result = train(experiment_from_dict(d), tmp / "run")
+    return result.run_dir, result.last_checkpoint
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path):
     return experiment_from_dict(tiny_experiment_dict(tmp_path))

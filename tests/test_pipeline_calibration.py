@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_experiment_dict
+from conftest import tiny_experiment_dict, train_tiny
 from segcal.calibrated import load_bundle, read_checkpoint
 from segcal.cli.main import main
 from segcal.conformal.state import nc_curves_of
@@ -16,12 +16,7 @@ from segcal.pipeline.train import train
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("calib")
-    d = tiny_experiment_dict(tmp, data={"synthetic": {"num_images": 32, "num_classes": 3, "height": 32, "width": 32},
-                                        "splits": {"train": 8, "val": 4, "cal": 12, "test": 8}},
-                             train={"epochs": 1, "checkpoint_every": 1, "vis_samples": 0, "progress": False})
-    result = train(experiment_from_dict(d), tmp / "run")
-    return result.run_dir, result.last_checkpoint
+    return train_tiny(tmp_path_factory.mktemp("calib"), 32, {"train": 8, "val": 4, "cal": 12, "test": 8})
 
 
 def _cli(*args) -> int:

@@ -4,22 +4,15 @@ import json
 import numpy as np
 import pytest
 
-from conftest import tiny_experiment_dict
+from conftest import train_tiny
 from segcal.calibrated import load_bundle
 from segcal.cli.main import main
-from segcal.pipeline.config import experiment_from_dict
 from segcal.pipeline.results import EvaluationResult
-from segcal.pipeline.train import train
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("risk")
-    d = tiny_experiment_dict(tmp, data={"synthetic": {"num_images": 40, "num_classes": 3, "height": 32, "width": 32},
-                                        "splits": {"train": 8, "val": 4, "cal": 20, "test": 8}},
-                             train={"epochs": 1, "checkpoint_every": 1, "vis_samples": 0, "progress": False})
-    result = train(experiment_from_dict(d), tmp / "run")
-    return result.run_dir, result.last_checkpoint
+    return train_tiny(tmp_path_factory.mktemp("risk"), 40, {"train": 8, "val": 4, "cal": 20, "test": 8})
 
 
 def _cli(*args) -> int:

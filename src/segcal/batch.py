@@ -7,11 +7,11 @@ frameworks (:func:`unpack_item`).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from segcal.outputs import as_tensor
+from segcal.outputs import as_tensor, check_batch, num_output_classes
 
 
 @dataclass(frozen=True)
@@ -59,3 +59,29 @@ def unpack_item(item: object) -> tuple[Any, Any, Any]:
                          f"with keys 'logits', 'labels'[, 'images']; got {type(item).__name__}")
     return tuple(None if value is None else as_tensor(value, f"stream item {name}")  # type: ignore[return-value]
                  for name, value in zip(FIELDS, parts))
+
+
+def calibration_batches(stream: Iterable, n_cal: int | None, num_classes: int | None, ignore_index: int,
+                        kind: str, head: str) -> Iterator[tuple[Any, Any, int]]:
+    """Checked ``(preds [N, C, H, W], labels [N, H, W], num_classes)`` of the first ``n_cal`` images of ``stream``
+    (all of them for ``None``), without pulling a batch past them; ``ValueError`` once the stream is spent if it
+    held fewer than ``n_cal`` images or none."""
+    if n_cal is not None and n_cal < 1:
+        raise ValueError(f"n_cal must be a positive int, got {n_cal!r}")
+    seen = 0
+    for batch in stream:
+        preds, labels, _ = unpack_item(batch)
+        if n_cal is not None:
+            preds, labels = preds[: n_cal - seen], labels[: n_cal - seen]
+        if preds.shape[0] == 0:
+            break
+        check_batch(preds, labels, num_classes, ignore_index, kind, head)
+        num_classes = num_output_classes(preds.shape[1], head)
+        yield preds, labels, num_classes
+        seen += preds.shape[0]
+        if n_cal is not None and seen >= n_cal:
+            break  # do not pull (run the model on) another batch
+    if n_cal is not None and seen < n_cal:
+        raise ValueError(f"n_cal={n_cal} is larger than the {seen} calibration images available")
+    if seen == 0:
+        raise ValueError("the calibration stream is empty")

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from segcal.batch import unpack_item
+from segcal.batch import calibration_batches
 from segcal.conformal.accumulate import (
     DEFAULT_MAX_EXACT_SCORES,
     MODES,
@@ -54,7 +54,7 @@ from segcal.conformal.sets import prediction_sets
 from segcal.conformal.state import NC_CURVE_LEVELS, conformal_state, split_state
 from segcal.errors import no_labels
 from segcal.estimator import Estimator
-from segcal.outputs import Head, Kind, as_tensor, check_batch, num_output_classes
+from segcal.outputs import Head, Kind, as_tensor, num_output_classes
 from segcal.stats.score_histogram import ScoreBins
 
 
@@ -150,18 +150,10 @@ class ConformalCalibrator(Estimator):
         initialised); the split rule then applies per rank.
         """
         self._validate_params()
-        if n_cal is not None and n_cal < 1:
-            raise ValueError(f"n_cal must be a positive int, got {n_cal!r}")
         parts: dict[str, ScoreAccumulator] = {}
-        seen, num_classes, shape = 0, self.num_classes, None
-        for batch in stream:
-            preds, labels, _ = unpack_item(batch)
-            if n_cal is not None:
-                preds, labels = preds[: n_cal - seen], labels[: n_cal - seen]
-            if preds.shape[0] == 0:
-                break
-            check_batch(preds, labels, num_classes, self.ignore_index, self.kind, self.head)
-            num_classes = num_output_classes(preds.shape[1], self.head)
+        seen, shape = 0, None
+        for preds, labels, num_classes in calibration_batches(stream, n_cal, self.num_classes, self.ignore_index,
+                                                              self.kind, self.head):
             if shape is not None and tuple(preds.shape[2:]) != shape:
                 raise ValueError(f"image size {tuple(preds.shape[2:])} differs from the first calibration "
                                  f"batch's {shape}")
@@ -176,12 +168,6 @@ class ConformalCalibrator(Estimator):
                 keep = codes == index
                 acc.update(s[keep], y[keep])
             seen += s.shape[0]
-            if n_cal is not None and seen >= n_cal:
-                break  # do not pull (run the model on) another batch
-        if n_cal is not None and seen < n_cal:
-            raise ValueError(f"n_cal={n_cal} is larger than the {seen} calibration images available")
-        if seen == 0:
-            raise ValueError("the calibration stream is empty")
         if sync_dist or (sync_dist is None and dist.is_available() and dist.is_initialized()):
             for acc in parts.values():
                 acc.all_reduce()

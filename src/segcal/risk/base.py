@@ -12,11 +12,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from segcal.batch import unpack_item
+from segcal.batch import calibration_batches
 from segcal.calibrators.sampling import distributed, gather_rows
 from segcal.errors import no_labels
 from segcal.estimator import Estimator
-from segcal.outputs import check_batch, num_output_classes, to_probs
+from segcal.outputs import num_output_classes, to_probs
 from segcal.risk.procedures import PROCEDURES, Selection, check_level, check_monotone, select
 
 STATE_FORMAT = "segcal.risk/1"
@@ -62,32 +62,17 @@ class RiskControllerBase(Estimator):
         """Calibrate on ``(preds [N, C, H, W], labels [N, H, W])`` batches; ``n_cal``: the first ``n_cal``
         images; ``sync_dist``: gather the rows of every ``torch.distributed`` rank (default: when running)."""
         self._validate_params()
-        if n_cal is not None and n_cal < 1:
-            raise ValueError(f"n_cal must be a positive int, got {n_cal!r}")
         rows: dict[str, list[torch.Tensor]] = {}
-        seen, num_classes, present = 0, None, 0
-        for batch in stream:
-            preds, labels, _ = unpack_item(batch)
-            if n_cal is not None:
-                preds, labels = preds[: n_cal - seen], labels[: n_cal - seen]
-            if preds.shape[0] == 0:
-                break
-            check_batch(preds, labels, num_classes, self.ignore_index, self.kind, self.head)
-            num_classes = num_output_classes(preds.shape[1], self.head)
+        present = 0
+        for preds, labels, num_classes in calibration_batches(stream, n_cal, None, self.ignore_index, self.kind,
+                                                              self.head):
             target = self._target(num_classes, self._binary_loss)
-            if seen == 0:
+            if not rows:
                 self._begin(tuple(preds.shape[2:]))
             judged = labels != self.ignore_index
             present += int((judged if target is None else judged & (labels == target)).flatten(1).any(1).sum())
             for name, value in self._rows(preds, labels, target).items():
                 rows.setdefault(name, []).append(value.cpu())
-            seen += preds.shape[0]
-            if n_cal is not None and seen >= n_cal:
-                break
-        if n_cal is not None and seen < n_cal:
-            raise ValueError(f"n_cal={n_cal} is larger than the {seen} calibration images available")
-        if seen == 0:
-            raise ValueError("the calibration stream is empty")
         stacked = {name: torch.cat(parts) for name, parts in rows.items()}
         if sync_dist or (sync_dist is None and distributed()):
             stacked = dict(zip(stacked, gather_rows(list(stacked.values()))))
