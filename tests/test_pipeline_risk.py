@@ -40,6 +40,10 @@ def test_fnr_control_end_to_end(run, tmp_path, capsys):
     assert len(list((tmp_path / "p" / "risk").glob("*.png"))) == 8
     with np.load(next((tmp_path / "p").glob("*.npz"))) as z:
         assert z["risk_mask"].shape == (32, 32) and z["risk_mask"].dtype == bool
+        default = z["risk_mask"].sum()
+    assert _cli("predict", tmp_path / "fnr.ckpt", "--out", tmp_path / "p2", "--alpha", "0.01") == 0  # another α
+    with np.load(next((tmp_path / "p2").glob("*.npz"))) as z:
+        assert z["risk_mask"].sum() >= default
 
 
 def test_margin_with_inner_mask_and_rcps(run, tmp_path):

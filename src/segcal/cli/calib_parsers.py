@@ -100,7 +100,8 @@ def add_parsers(sub) -> None:
         "`segcal evaluate --predictions`.")
     _source_args(p, "test", "model checkpoint (plain, recalibrated or conformally calibrated)")
     p.add_argument("--out", metavar="DIR", required=True, help="output folder")
-    p.add_argument("--alpha", type=float, help="miscoverage of the prediction sets (needs a conformal checkpoint)")
+    p.add_argument("--alpha", type=float, help="miscoverage of the prediction sets (needs a conformal checkpoint); "
+                   "with a risk controller also its risk level (default: the α it was calibrated at)")
     p.add_argument("--overwrite", action="store_true", help="replace predictions already in DIR")
     p.add_argument("--original-size", action="store_true",
                    help="also write label maps (and set images) at each image's original size, undoing data.resize")

@@ -10,7 +10,7 @@ image ``<out>/original/sets/<name>.png`` at each image's original size (``data.r
 ``crop`` cut away get ``ignore_index`` / grey). With a risk controller in the checkpoint (``--method risk`` or
 ``margin``), its calibrated masks at the controller's α: ``risk/<name>.png`` (0/255) for a thresholded mask, or
 ``risk/outer/<name>.png``, ``risk/inner/<name>.png`` and the outline overlay ``risk/band/<name>.png`` for
-margins (multiclass sets from ``--loss miscoverage`` go into the ``.npz`` as ``risk_sets``). The folder is
+margins (``alpha``, when given, replaces the controller's α: the rows of every calibration image are stored) (multiclass sets from ``--loss miscoverage`` go into the ``.npz`` as ``risk_sets``). The folder is
 directly usable as ``segcal evaluate --predictions <out>``.
 """
 from __future__ import annotations
@@ -41,9 +41,10 @@ def predict(source, out_dir: str | Path, bundle: CalibrationBundle | None = None
     """Write predictions of ``source`` into ``out_dir``; returns a summary dict."""
     bundle = bundle if bundle is not None else CalibrationBundle()
     if alpha is not None:
-        if bundle.conformal is None:
-            raise ValueError("--alpha needs a conformally calibrated checkpoint; run "
-                             "`segcal calibrate CHECKPOINT --method kandinsky-kmeans` (or pixel/image/...) first")
+        if bundle.conformal is None and bundle.risk is None:
+            raise ValueError("--alpha needs a conformally calibrated checkpoint (or one with a risk controller); run "
+                             "`segcal calibrate CHECKPOINT --method kandinsky-kmeans` (or pixel/image/local/risk/...) "
+                             "first")
         if not 0 < alpha < 1:
             raise ValueError(f"--alpha must lie strictly between 0 and 1, got {alpha}")
     resize = getattr(source, "resize", None)
@@ -61,8 +62,9 @@ def predict(source, out_dir: str | Path, bundle: CalibrationBundle | None = None
         if alpha is not None:
             plot_set_legend(source.class_names, path=writer.path("sets/legend.png"), colors=colors)
         for batch in track(Stream(source, bundle.apply), "predict", enabled=progress):
-            sets = None if alpha is None else bundle.conformal.predict_set(batch.logits, alpha, "logits", source.head)
-            risk = None if bundle.risk is None else _risk_masks(bundle.risk, batch.logits)
+            sets = None if alpha is None or bundle.conformal is None else bundle.conformal.predict_set(
+                batch.logits, alpha, "logits", source.head)
+            risk = None if bundle.risk is None else _risk_masks(bundle.risk, batch.logits, alpha)
             if original_size and batch.sizes is None:
                 raise ValueError(f"--original-size: no original size recorded for {batch.names[0]}")
             for i, name in enumerate(batch.names):
@@ -81,7 +83,7 @@ def predict(source, out_dir: str | Path, bundle: CalibrationBundle | None = None
                 count += 1
     summary = {"out": str(out), "num_images": count, "calibration": bundle.describe(), "alpha": alpha}
     if bundle.risk is not None:
-        summary["risk"] = bundle.risk.info_
+        summary["risk"] = {**bundle.risk.info_, "alpha": alpha or bundle.risk.alpha}
     if sizes:
         summary["mean_set_size"] = sum(sizes) / len(sizes)
     return summary
@@ -109,9 +111,10 @@ def _write_original(writer: PredictionWriter, batch: Batch, i: int, sets: torch.
         _write_rgb(writer.path(f"original/sets/{name}.png"), rgb)
 
 
-def _risk_masks(controller, logits: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The controller's masks of a batch: ``mask`` / ``sets``, or ``pred``, ``outer`` (and ``inner``)."""
-    out = controller.predict(logits)
+def _risk_masks(controller, logits: torch.Tensor, alpha: float | None) -> dict[str, torch.Tensor]:
+    """The controller's masks of a batch at ``alpha`` (``None``: the controller's): ``mask`` / ``sets``, or
+    ``pred``, ``outer`` (and ``inner``)."""
+    out = controller.predict(logits, alpha)
     if controller.method == "margin":
         return {k: v for k, v in (("pred", out.pred), ("outer", out.outer), ("inner", out.inner)) if v is not None}
     return {"sets" if controller.loss == "miscoverage" else "mask": out}
