@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-RECALIBRATION_METHODS = ("temperature", "vector", "selective", "lts", "histogram", "isotonic")
+RECALIBRATION_METHODS = ("temperature", "vector", "matrix", "dirichlet", "selective", "lts", "histogram", "isotonic")
 """Map logits to calibrated logits (:data:`segcal.calibrators.CALIBRATORS` has the same keys)."""
 
 CONFORMAL_METHODS: dict[str, tuple[str, dict[str, Any]]] = {  # name → (grouping, default parameters)

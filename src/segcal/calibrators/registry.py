@@ -9,6 +9,8 @@ method           class                                 heads             arg-max
 ``lts``          :class:`LocalTemperatureScaling`      softmax, sigmoid  yes
 ``histogram``    :class:`HistogramBinning`             softmax, sigmoid  no (mapped, renormalised)
 ``isotonic``     :class:`IsotonicCalibration`          softmax, sigmoid  no (mapped, renormalised)
+``matrix``       :class:`MatrixScaling`                softmax, sigmoid  no
+``dirichlet``    :class:`DirichletCalibration`         softmax, sigmoid  no
 ===============  ====================================  ================  =========================
 
 A checkpoint stores ``calibrator.state_dict()`` (it carries its ``"method"``);
@@ -21,12 +23,13 @@ from typing import Any
 from segcal.calibrators.base import Calibrator
 from segcal.calibrators.binning import HistogramBinning, IsotonicCalibration
 from segcal.calibrators.lts import LocalTemperatureScaling
+from segcal.calibrators.matrix import DirichletCalibration, MatrixScaling
 from segcal.calibrators.selective import SelectiveScaling
 from segcal.calibrators.temperature import TemperatureScaling, VectorScaling
 
 CALIBRATORS: dict[str, type[Calibrator]] = {
     cls.method: cls for cls in (TemperatureScaling, VectorScaling, SelectiveScaling, LocalTemperatureScaling,
-                                HistogramBinning, IsotonicCalibration)
+                                HistogramBinning, IsotonicCalibration, MatrixScaling, DirichletCalibration)
 }
 
 

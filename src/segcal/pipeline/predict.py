@@ -10,8 +10,9 @@ image ``<out>/original/sets/<name>.png`` at each image's original size (``data.r
 ``crop`` cut away get ``ignore_index`` / grey). With a risk controller in the checkpoint (``--method risk`` or
 ``margin``), its calibrated masks at the controller's α: ``risk/<name>.png`` (0/255) for a thresholded mask, or
 ``risk/outer/<name>.png``, ``risk/inner/<name>.png`` and the outline overlay ``risk/band/<name>.png`` for
-margins (``alpha``, when given, replaces the controller's α: the rows of every calibration image are stored) (multiclass sets from ``--loss miscoverage`` go into the ``.npz`` as ``risk_sets``). The folder is
-directly usable as ``segcal evaluate --predictions <out>``.
+margins; multiclass sets from ``--loss miscoverage`` go into the ``.npz`` as ``risk_sets``. ``alpha``, when
+given, replaces the controller's α (the rows of every calibration image are stored). The folder is directly
+usable as ``segcal evaluate --predictions <out>``.
 """
 from __future__ import annotations
 
