@@ -279,6 +279,8 @@ def sweep(args: argparse.Namespace) -> int:
     folder = Path(args.out) if args.out else (Path(args.predictions) / "sweep" if args.predictions
                                               else run_dir_of(args.checkpoint) / "sweep")
     params = {"kandinsky-kmeans": {"num_groups": yaml.safe_load(args.num_groups)}} if args.num_groups else {}
+    if args.marginal:
+        params = {m: {**params.get(m, {}), "marginal": True} for m in args.methods.split(",")}
     with writing(folder, folder=True):
         test, bundle = build_source(args, args.split)
         cal, _ = build_source(args, args.cal_split, args.cal_predictions)

@@ -122,6 +122,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--repeats", type=int, default=5, help="random subsets per n_cal (default: 5)")
     p.add_argument("--num-groups", help="groups for kandinsky-kmeans (an int or auto)")
     p.add_argument("--score", choices=SCORES, default="lac", help="conformity score of every method (default: lac)")
+    p.add_argument("--marginal", action="store_true", help="pool the classes (one threshold per group for every "
+                   "class, coverage over all pixels) instead of class-conditional thresholds")
     p.add_argument("--seed", type=int, default=0, help="seed of the random calibration subsets (default: 0)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: <run>/sweep); a sweep with the same "
                    "settings resumes from its records.jsonl")

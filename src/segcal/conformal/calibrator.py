@@ -62,7 +62,9 @@ class ConformalCalibrator(Estimator):
     """Class-conditional conformal calibration with a pluggable pixel grouping and conformity score.
 
     Parameters (stored as given): ``grouping``, a registered name (``"pixel"``, ``"image"``,
-    ``"kmeans"``, ``"annuli"``, …); ``num_classes`` (``None``: from the data); ``num_groups`` for groupings
+    ``"kmeans"``, ``"annuli"``, …); ``num_classes`` (``None``: from the data); ``marginal`` (pool the true-class
+    scores of every class into one threshold per group, as MAPIE and TorchCP do by default, instead of one per
+    class: coverage holds over all pixels, not per class); ``num_groups`` for groupings
     with a configurable count, an int, ``None`` (the grouping's default) or ``"auto"`` (chosen on held-out
     grouping images, from ``group_candidates``); ``split``, the share of images that fit a learned grouping;
     ``score``, a registered conformity score (``"lac"``: ``1 − p``); ``kind``/``head``, how predictions are
@@ -74,12 +76,13 @@ class ConformalCalibrator(Estimator):
     ``images_per_part_``, ``group_selection_``, ``fallback_pixels_ [C]``.
     """
 
-    def __init__(self, grouping: str = "pixel", num_classes: int | None = None, *,
+    def __init__(self, grouping: str = "pixel", num_classes: int | None = None, *, marginal: bool = False,
                  num_groups: int | str | None = None, split: float | None = 0.5, score: str = "lac",
                  kind: Kind = "logits", head: Head = "softmax", ignore_index: int = 255, mode: Mode = "auto",
                  bins: ScoreBins | None = None, max_exact_scores: int = DEFAULT_MAX_EXACT_SCORES,
                  group_candidates: tuple[int, ...] = DEFAULT_GROUP_CANDIDATES, seed: int = 0) -> None:
         self.grouping, self.num_classes, self.num_groups, self.split = grouping, num_classes, num_groups, split
+        self.marginal = marginal
         self.score, self.kind, self.head, self.ignore_index = score, kind, head, ignore_index
         self.mode, self.bins, self.max_exact_scores = mode, bins, max_exact_scores
         self.group_candidates, self.seed = group_candidates, seed
@@ -100,7 +103,9 @@ class ConformalCalibrator(Estimator):
         self._check_common_params()
 
     def _check_common_params(self) -> None:
-        """Checks shared by every conformal method: ``mode``, ``num_classes``, ``score``."""
+        """Checks shared by every conformal method: ``mode``, ``num_classes``, ``score``, ``marginal``."""
+        if not isinstance(self.marginal, bool):
+            raise ValueError(f"marginal must be True or False, got {self.marginal!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.num_classes is not None and self.num_classes < 1:
@@ -159,10 +164,11 @@ class ConformalCalibrator(Estimator):
                                  f"batch's {shape}")
             shape = tuple(preds.shape[2:])
             s, y = scores_at_labels(self._class_scores(preds), labels, self.ignore_index)
-            s, y = s.cpu(), y.cpu()  # calibration statistics live on the CPU
+            s, y = s.cpu(), self._pooled(y.cpu())  # calibration statistics live on the CPU
             if not parts:
-                parts = {name: ScoreAccumulator(num_classes, shape, self.mode, self.bins or ScoreBins(),
-                                                self.max_exact_scores) for name in self._parts()}
+                parts = {name: ScoreAccumulator(1 if self.marginal else num_classes, shape, self.mode,
+                                                self.bins or ScoreBins(), self.max_exact_scores)
+                         for name in self._parts()}
             codes = self._part_codes(seen, s.shape[0])
             for index, acc in enumerate(parts.values()):
                 keep = codes == index
@@ -171,7 +177,11 @@ class ConformalCalibrator(Estimator):
         if sync_dist or (sync_dist is None and dist.is_available() and dist.is_initialized()):
             for acc in parts.values():
                 acc.all_reduce()
-        return self.fit_parts(parts)
+        return self.fit_parts(parts, num_classes)
+
+    def _pooled(self, labels: torch.Tensor) -> torch.Tensor:
+        """Labels as the statistics see them: one class for every labelled pixel when ``marginal``."""
+        return torch.where(labels >= 0, torch.zeros_like(labels), labels) if self.marginal else labels
 
     def fit_bank(self, bank: ScoreBank) -> ConformalCalibrator:
         """Calibrate on exact per-image scores (e.g. a random subset of a pool, for the n_cal sweep)."""
@@ -180,14 +190,17 @@ class ConformalCalibrator(Estimator):
         if len(bank) == 0:
             raise ValueError("the calibration bank is empty")
         codes = self._part_codes(0, len(bank))
+        classes, bank = bank.num_classes, (ScoreBank(1, bank.shape, bank.scores, self._pooled(bank.labels))
+                                           if self.marginal else bank)
         parts = {}
         for index, name in enumerate(self._parts()):
             acc = ScoreAccumulator.wrap(bank.subset(torch.nonzero(codes == index).flatten()))
             parts[name] = acc.to_histogram() if self.mode == "histogram" else acc
-        return self.fit_parts(parts)
+        return self.fit_parts(parts, classes)
 
-    def fit_parts(self, parts: dict[str, ScoreAccumulator]) -> ConformalCalibrator:
-        """Fit the grouping and the thresholds from accumulated scores (``"cal"``, ``"fit"``, ``"val"``)."""
+    def fit_parts(self, parts: dict[str, ScoreAccumulator], num_classes: int | None = None) -> ConformalCalibrator:
+        """Fit the grouping and the thresholds from accumulated scores (``"cal"``, ``"fit"``, ``"val"``);
+        ``num_classes``: the model's (the parts hold one pooled class when ``marginal``)."""
         if any(acc.store is not None and not acc.exact for acc in parts.values()):
             for acc in parts.values():
                 acc.to_histogram()
@@ -213,7 +226,7 @@ class ConformalCalibrator(Estimator):
         group_map, num_groups = normalise_group_map(spec.fn(stats, k, self.seed), c, (h, w))
         flat_map = group_map.view(c, -1)
         pixelwise = torch.equal(flat_map, torch.arange(h * w).expand(c, -1))
-        self.num_classes_, self.shape_ = c, (h, w)
+        self.num_classes_, self.shape_ = num_classes or c, (h, w)
         self.group_map_, self.num_groups_ = group_map, num_groups
         self.scores_ = cal.per_pixel() if pixelwise else cal.pool(flat_map, num_groups)
         self.image_scores_ = image_scores
@@ -224,10 +237,15 @@ class ConformalCalibrator(Estimator):
 
     # -------------------------------------------------------------------------------- prediction
     def thresholds_at(self, levels: torch.Tensor) -> torch.Tensor:
-        """Per-pixel thresholds ``[A, C, H, W]`` at coverage levels ``[A]`` (exact order statistics)."""
+        """Per-pixel thresholds ``[A, C, H, W]`` at coverage levels ``[A]`` (one shared by every class when
+        ``marginal``)."""
         self.check_is_fitted()
-        return pixel_thresholds(self.scores_, self.image_scores_, self.group_map_,
-                                torch.as_tensor(levels, dtype=torch.float64).reshape(-1))
+        out = self._thresholds_at(torch.as_tensor(levels, dtype=torch.float64).reshape(-1))
+        return out.expand(-1, self.num_classes_, -1, -1) if self.marginal else out
+
+    def _thresholds_at(self, levels: torch.Tensor) -> torch.Tensor:
+        """Thresholds of the statistics' classes ``[A, C or 1, H, W]`` (exact order statistics)."""
+        return pixel_thresholds(self.scores_, self.image_scores_, self.group_map_, levels)
 
     def thresholds(self, alpha: float) -> torch.Tensor:
         """Per-pixel thresholds ``q̂ [C, H, W]`` for miscoverage ``alpha ∈ (0, 1)``."""
@@ -294,7 +312,7 @@ class ConformalCalibrator(Estimator):
     def info_(self) -> dict[str, Any]:
         """JSON-serialisable description of the fitted calibrator (like a recalibrator's ``info_``)."""
         self.check_is_fitted()
-        return {"method": self.method, "grouping": self.grouping, "score": self.score,
+        return {"method": self.method, "grouping": self.grouping, "score": self.score, "marginal": self.marginal,
                 "num_groups": self.num_groups_, "num_groups_requested": self.num_groups, "split": self.split_,
                 "seed": self.seed, "n_cal": self.n_cal_, "images_per_part": dict(self.images_per_part_),
                 "storage": "exact" if isinstance(self.scores_, SortedScores) else "histogram",

@@ -41,7 +41,7 @@ class LocalCalibrator(ConformalCalibrator):
     class a window must hold (the window around a pixel grows until it does; ``"auto"``: see
     :data:`AUTO_MIN_SCORES`); ``fitting`` (:data:`FITTINGS`) and ``folds``; ``split``, the share of images
     that fit the local CDFs (the others set the conformal level); ``score``, ``kind``, ``head``,
-    ``ignore_index``, ``mode``, ``bins``, ``max_exact_scores``, ``seed`` as
+    ``ignore_index``, ``mode``, ``bins``, ``max_exact_scores``, ``seed``, ``marginal`` as
     :class:`ConformalCalibrator`.
 
     Fitted attributes: ``min_scores_`` (the number used), ``num_classes_``, ``shape_``,
@@ -52,12 +52,12 @@ class LocalCalibrator(ConformalCalibrator):
     whose whole image held fewer than ``min_scores`` scores of the class).
     """
 
-    def __init__(self, num_classes: int | None = None, *, min_scores: int | str = "auto",
+    def __init__(self, num_classes: int | None = None, *, marginal: bool = False, min_scores: int | str = "auto",
                  fitting: str = "cross", folds: int = DEFAULT_FOLDS, split: float = DEFAULT_LOCAL_SPLIT,
                  score: str = "lac", kind: Kind = "logits",
                  head: Head = "softmax", ignore_index: int = 255, mode: Mode = "auto", bins: ScoreBins | None = None,
                  max_exact_scores: int = DEFAULT_MAX_EXACT_SCORES, seed: int = 0) -> None:
-        self.num_classes, self.min_scores, self.fitting = num_classes, min_scores, fitting
+        self.num_classes, self.marginal, self.min_scores, self.fitting = num_classes, marginal, min_scores, fitting
         self.folds, self.split = folds, split
         self.score, self.kind, self.head, self.ignore_index = score, kind, head, ignore_index
         self.mode, self.bins, self.max_exact_scores, self.seed = mode, bins, max_exact_scores, seed
@@ -108,7 +108,7 @@ class LocalCalibrator(ConformalCalibrator):
             return fold_parts(first, n, self.folds)
         return super()._part_codes(first, n)
 
-    def fit_parts(self, parts: dict[str, ScoreAccumulator]) -> LocalCalibrator:
+    def fit_parts(self, parts: dict[str, ScoreAccumulator], num_classes: int | None = None) -> LocalCalibrator:
         """Cross-fit the folds (``fitting="cross"``), or fit local CDFs on ``parts["fit"]`` and the conformal
         levels on ``parts["cal"]`` (``"split"``)."""
         need = {name: acc.num_images for name, acc in parts.items()}
@@ -133,16 +133,14 @@ class LocalCalibrator(ConformalCalibrator):
         if int(self.window_counts_.max()) == 0:
             raise no_labels(self.ignore_index, "the calibration images")
         first = next(iter(hists.values()))
-        self.num_classes_, self.shape_ = first.num_classes, tuple(first.shape)
+        self.num_classes_, self.shape_ = num_classes or first.num_classes, tuple(first.shape)
         self.images_per_part_ = need
         self.fallback_pixels_ = (self.window_counts_ < self.min_scores_).flatten(1).sum(1)
         self._cache, self._warned, self._fitted = {}, set(), True
         return self
 
-    def thresholds_at(self, levels: torch.Tensor) -> torch.Tensor:
-        """Per-pixel score thresholds ``[A, C, H, W]`` at coverage levels ``[A]``."""
-        self.check_is_fitted()
-        levels = torch.as_tensor(levels, dtype=torch.float64).reshape(-1)
+    def _thresholds_at(self, levels: torch.Tensor) -> torch.Tensor:
+        """Per-pixel score thresholds ``[A, C or 1, H, W]`` at coverage levels ``[A]``."""
         return local_thresholds(self.cdf_, level_quantiles(self.level_counts_, levels), self.bins or ScoreBins(),
                                 self.interpolated_)
 
@@ -161,7 +159,8 @@ class LocalCalibrator(ConformalCalibrator):
     def info_(self) -> dict[str, Any]:
         self.check_is_fitted()
         sides = self.window_sides().double().flatten(1)
-        return {"method": "local", "grouping": "local", "score": self.score, "min_scores": self.min_scores_,
+        return {"method": "local", "grouping": "local", "score": self.score, "marginal": self.marginal,
+                "min_scores": self.min_scores_,
                 "fitting": self.fitting, "folds": self.folds, "split": self.split, "seed": self.seed,
                 "n_cal": self.n_cal_,
                 "images_per_part": dict(self.images_per_part_), "storage": "histogram",

@@ -19,8 +19,8 @@ from segcal.stats.score_histogram import ScoreBins
 
 STATE_FORMAT = "segcal.conformal/1"
 NC_CURVE_LEVELS = 100
-PARAMS = ("grouping", "num_classes", "num_groups", "split", "score", "kind", "head", "ignore_index", "mode",
-          "max_exact_scores", "seed")
+PARAMS = ("grouping", "num_classes", "marginal", "num_groups", "split", "score", "kind", "head", "ignore_index",
+          "mode", "max_exact_scores", "seed")
 """Constructor parameters stored as they are (``bins`` and ``group_candidates`` are converted)."""
 
 

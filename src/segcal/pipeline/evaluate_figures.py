@@ -68,12 +68,13 @@ def write_figures(folder: Path, calibration: list[CalibrationResults], coverage:
         entries.append(_entry(key, title, path, root, "calibration"))
     if coverage is None or conformal is None:
         return entries
+    pooled = ["all classes (marginal)"] if conformal.marginal else class_names  # the statistics' classes
     if isinstance(conformal, LocalCalibrator):
         first = ("window_map", "Neighbourhood size (local), every class",
-                 lambda p: plot_window_maps(conformal.window_sides(), conformal.min_scores_, class_names, path=p))
+                 lambda p: plot_window_maps(conformal.window_sides(), conformal.min_scores_, pooled, path=p))
     else:
         first = ("group_map", f"Group maps ({conformal.method}), every class",
-                 lambda p: plot_group_maps(conformal.group_map_, class_names,
+                 lambda p: plot_group_maps(conformal.group_map_, pooled,
                                            f"{conformal.method}: {conformal.num_groups_} groups", path=p))
     conformal_plots: list[tuple[str, str, Any]] = [
         first,
