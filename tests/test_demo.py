@@ -5,8 +5,9 @@ import re
 import pytest
 import yaml
 
+from segcal.calibrators import CALIBRATORS
 from segcal.cli.main import main
-from segcal.pipeline.demo import CONFORMAL, RECALIBRATION, RISK
+from segcal.pipeline.demo import CONFORMAL, RECALIBRATION, RISK, SCORE_VARIANTS
 from segcal.report.build import REPORT_SECTIONS
 
 MEASURED: dict[str, int] = {}
@@ -40,18 +41,20 @@ def test_the_uncalibrated_model_is_measured_once(demo_run):
     assert all(e["baseline"] == "last-test" for e in evaluations if e["name"] != "last-test")
     # uncalibrated once + each recalibration once; conformal evaluations add no calibration metrics
     assert MEASURED["calibration_batches"] == (1 + len(RECALIBRATION)) * batches
-    # segmentation quality: measured once (temperature and selective scaling keep every predicted class)
-    segmented = [e["name"] for e in evaluations if e["segmentation"]]
-    assert segmented == ["last-test"]
+    # segmentation quality: measured once, and again only for recalibrators that can change the predicted class
+    segmented = {e["name"] for e in evaluations if e["segmentation"]}
+    changing = [m for m in RECALIBRATION if not CALIBRATORS[m].preserves_argmax]
+    assert segmented == {"last-test", *(f"last.{m}-test" for m in changing)}
+    assert {"last.dirichlet-test", "last.isotonic-test"} <= segmented
 
 
 def test_every_stage_wrote_its_results(demo_run):
     evals = {p.name for p in (demo_run / "eval").iterdir()}
-    assert evals == {"last-test", *(f"last.{m}-test" for m in (*RECALIBRATION, *CONFORMAL, *RISK))}
+    assert evals == {"last-test", *(f"last.{m}-test" for m in (*RECALIBRATION, *CONFORMAL, *SCORE_VARIANTS, *RISK))}
     for method in RECALIBRATION:
         result = json.loads((demo_run / "eval" / f"last.{method}-test" / "evaluation.json").read_text())
         assert list(result["calibration"]) == [method] and result["baseline"] == "last-test"
-    for method in CONFORMAL:
+    for method in (*CONFORMAL, *SCORE_VARIANTS):
         result = json.loads((demo_run / "eval" / f"last.{method}-test" / "evaluation.json").read_text())
         assert result["conformal"]["calibration"]["n_cal"] == 24
         assert (demo_run / "checkpoints" / f"last.{method}.ckpt").is_file()
@@ -63,6 +66,7 @@ def test_every_stage_wrote_its_results(demo_run):
     assert sweep["methods"] == list(CONFORMAL) and sweep["n_cals"] == [10, 24]
     summary = json.loads((demo_run / "summary.json").read_text())["summary"]
     assert len(summary) == 7 and summary[1].startswith("test Dice") and "kandinsky-annuli" in summary[4]
+    assert "image-aps" in summary[4]
     assert summary[5].startswith("risk fnr of class 1 (CRC") and summary[6].startswith("margin cover")
     assert (demo_run / "config.yaml").is_file()
 

@@ -2,10 +2,10 @@
 
 Stages, all into one run directory: train a small UNet far past its best epoch on few
 images (the last checkpoint is over-fitted and over-confident; temperature scaling fits T ≈ 1.5)
-→ measure calibration on the test split → fit temperature and selective scaling on the
-calibration split and measure again → calibrate the five conformal methods and evaluate
-their coverage → mask-level guarantees for class 1 (FNR control, and dilation / erosion margins) → a
-low-data sweep → ``report.html``.
+→ measure calibration on the test split → fit temperature and selective scaling, Dirichlet calibration
+and isotonic regression on the calibration split and measure again → calibrate the five conformal methods
+(and imagewise with the APS score) and evaluate their coverage → mask-level guarantees for class 1 (FNR
+control, and dilation / erosion margins) → a low-data sweep → ``report.html``.
 The model runs once per split and later stages reuse the cached logits; the uncalibrated model is measured
 once (``eval/last-test``), and each calibrated evaluation measures only what its calibrator changes.
 """
@@ -36,8 +36,10 @@ QUICK_OVERRIDES = [
 ]
 # a folder dataset has many more training images than the 32 built-in ones: fewer epochs keep it in minutes
 FOLDER_OVERRIDES = ["train.epochs=30", "train.val_every=1", "train.checkpoint_every=10", "data.batch_size=16"]
-RECALIBRATION = ("temperature", "selective")
+RECALIBRATION = ("temperature", "selective", "dirichlet", "isotonic")
 CONFORMAL = ("pixel", "image", "kandinsky-kmeans", "kandinsky-annuli", "local")
+SCORE_VARIANTS = {"image-aps": ("image", {"score": "aps"})}
+"""Conformal methods with another conformity score: evaluation name → (method, parameters)."""
 RISK = {"risk": {"loss": "fnr", "target_class": 1, "alpha": 0.1},
         "margin": {"structure": "disk", "inner": True, "target_class": 1, "alpha": 0.1}}
 """Risk controllers the demo fits (class 1 is the first non-background class of the synthetic scenes)."""
@@ -102,11 +104,12 @@ def run_demo(out: str = "runs", quick: bool = False, data: str | None = None, ov
         bundle, _ = calibrate(cal, method, params=params, seed=cfg.seed, progress=progress)
         save_bundle(bundle, ckpt.with_name(f"last.{method}.ckpt"), ckpt)
         evaluations[f"last.{method}-test"] = run_eval(f"last.{method}-test", bundle)
-    say(f"4/7 conformal calibration: {', '.join(CONFORMAL)}")
-    for method in CONFORMAL:
-        bundle, _ = calibrate(cal, method, seed=cfg.seed, progress=progress)
-        save_bundle(bundle, ckpt.with_name(f"last.{method}.ckpt"), ckpt)
-        evaluations[f"last.{method}-test"] = run_eval(f"last.{method}-test", bundle)
+    say(f"4/7 conformal calibration: {', '.join([*CONFORMAL, *SCORE_VARIANTS])}")
+    conformal = {**{m: (m, {}) for m in CONFORMAL}, **SCORE_VARIANTS}
+    for name, (method, params) in conformal.items():
+        bundle, _ = calibrate(cal, method, params=params, seed=cfg.seed, progress=progress)
+        save_bundle(bundle, ckpt.with_name(f"last.{name}.ckpt"), ckpt)
+        evaluations[f"last.{name}-test"] = run_eval(f"last.{name}-test", bundle)
     say(f"5/7 mask-level guarantees: {', '.join(RISK)}")
     for method, params in RISK.items():
         bundle, _ = calibrate(cal, method, params=params, seed=cfg.seed, progress=progress)
@@ -133,7 +136,7 @@ def summary_lines(cfg: ExperimentConfig, trained: TrainResult, evaluations: dict
     quality = base.segmentation
     ece = {"uncalibrated": base.calibration["uncalibrated"]}
     ece.update({m: evaluations[f"last.{m}-test"].calibration[m] for m in RECALIBRATION})
-    conf = {m: evaluations[f"last.{m}-test"].conformal for m in CONFORMAL}
+    conf = {m: evaluations[f"last.{m}-test"].conformal for m in (*CONFORMAL, *SCORE_VARIANTS)}
     ce = ", ".join(f"{m} {_fmt(c.mean_ce)} (set size {_fmt(c.at(REPORT_LEVEL).mean_set_size, 2)})"
                    for m, c in conf.items())
     val_dice = trained.val_metrics.mean("dice")
