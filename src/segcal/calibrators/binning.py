@@ -6,8 +6,8 @@ map of the top-label confidence against correctness, sets the top class to the m
 others to the rest. The stream is reduced to ``fine_bins`` logit-spaced bins per class (count, Σp, Σ hits):
 ``[C, F]`` sums whatever the number of pixels, summed across ``torch.distributed`` ranks.
 
-* ``histogram`` (Zadrozny & Elkan, 2001): ``bins`` equal-mass bins (merged fine bins), each mapped to its
-  frequency of hits;
+* ``histogram`` (Zadrozny & Elkan, 2001): ``bins`` equal-mass bins (merged fine bins; ``strategy="width"``:
+  equal-width bins on [0, 1], as netcal), each mapped to its frequency of hits;
 * ``isotonic`` (Zadrozny & Elkan, 2002): the non-decreasing step function closest in weighted squared error
   (pool-adjacent-violators over the fine bins) — what scikit-learn's ``IsotonicRegression`` gives for the bins'
   mean probabilities and frequencies weighted by their counts.
@@ -151,21 +151,31 @@ class _BinningCalibrator(Calibrator):
         self.values_ = [params["values"][str(k)].double() for k in range(maps)]
 
 
+STRATEGIES = ("mass", "width")
+
+
 class HistogramBinning(_BinningCalibrator):
-    """Histogram binning: ``bins`` equal-mass bins per map, each mapped to its frequency of hits."""
+    """Histogram binning: ``bins`` bins per map — equal-mass (``strategy="mass"``) or equal-width on [0, 1]
+    (``"width"``; a fine bin goes to the coarse bin of its mean probability) — each mapped to its frequency of
+    hits."""
 
     method: ClassVar[str] = "histogram"
 
     def __init__(self, head: Head = "softmax", ignore_index: int = 255, seed: int = 0, mode: str = "classwise",
-                 bins: int = 15, fine_bins: int = 4096) -> None:
+                 bins: int = 15, strategy: str = "mass", fine_bins: int = 4096) -> None:
         super().__init__(head, ignore_index, seed, mode, fine_bins)
         if not isinstance(bins, int) or bins < 1:
             raise ValueError(f"bins must be a positive int, got {bins!r}")
-        self.bins = bins
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        self.bins, self.strategy = bins, strategy
 
     def _fit_map(self, upper, mean_p, freq, weight):
-        share = weight.cumsum(0) / weight.sum()
-        group = torch.clamp((share * self.bins - 1e-9).ceil().long() - 1, 0, self.bins - 1)  # equal-mass bin
+        if self.strategy == "width":
+            group = (mean_p * self.bins).floor().long().clamp(0, self.bins - 1)
+        else:
+            share = weight.cumsum(0) / weight.sum()
+            group = torch.clamp((share * self.bins - 1e-9).ceil().long() - 1, 0, self.bins - 1)
         _, group = torch.unique_consecutive(group, return_inverse=True)
         k = int(group.max()) + 1
         hits = torch.zeros(k, dtype=torch.float64).index_add_(0, group, freq * weight)
