@@ -10,8 +10,8 @@ from segcal.calibrators.stream import CalibrationStream
 from segcal.estimator import NotFittedError
 
 C = 3
-QUICK = {"temperature": {}, "vector": {}, "selective": {"epochs": 2}, "lts": {"epochs": 2}, "histogram": {},
-         "isotonic": {}}
+QUICK = {"temperature": {}, "vector": {}, "matrix": {}, "dirichlet": {}, "selective": {"epochs": 2},
+         "lts": {"epochs": 2}, "histogram": {}, "isotonic": {}}
 
 
 def random_batches(num_batches=3, n=4, size=8, seed=0, c=C):

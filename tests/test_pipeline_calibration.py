@@ -231,7 +231,8 @@ def test_method_parameters_are_listed_and_checked(capsys):
     assert set(method_params("pixel")) == {"score", "marginal", "mode", "max_exact_scores"}
     assert method_params("kandinsky-auto")["num_groups"] == "auto"
     assert method_params("temperature") == {"pixels_per_image": 4096, "max_pixels": 2**19, "max_iter": 100}
-    with pytest.raises(ValueError, match=r"invalid --param nm_groups for kandinsky-kmeans; valid: num_groups, split"):
+    with pytest.raises(ValueError, match=r"invalid --param nm_groups for kandinsky-kmeans; valid: num_groups, split, "
+                                         "score, marginal"):
         check_params("kandinsky-kmeans", {"nm_groups": 3})
     assert main(["calibrate", "--list-params", "--method", "selective"]) == 0
     out = capsys.readouterr().out

@@ -28,8 +28,8 @@ from segcal.calibrators.selective import SelectiveScaling
 from segcal.calibrators.temperature import TemperatureScaling, VectorScaling
 
 CALIBRATORS: dict[str, type[Calibrator]] = {
-    cls.method: cls for cls in (TemperatureScaling, VectorScaling, SelectiveScaling, LocalTemperatureScaling,
-                                HistogramBinning, IsotonicCalibration, MatrixScaling, DirichletCalibration)
+    cls.method: cls for cls in (TemperatureScaling, VectorScaling, MatrixScaling, DirichletCalibration,
+                                SelectiveScaling, LocalTemperatureScaling, HistogramBinning, IsotonicCalibration)
 }
 
 

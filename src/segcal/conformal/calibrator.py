@@ -76,8 +76,9 @@ class ConformalCalibrator(Estimator):
     ``images_per_part_``, ``group_selection_``, ``fallback_pixels_ [C]``.
     """
 
-    def __init__(self, grouping: str = "pixel", num_classes: int | None = None, *, marginal: bool = False,
+    def __init__(self, grouping: str = "pixel", num_classes: int | None = None, *,
                  num_groups: int | str | None = None, split: float | None = 0.5, score: str = "lac",
+                 marginal: bool = False,
                  kind: Kind = "logits", head: Head = "softmax", ignore_index: int = 255, mode: Mode = "auto",
                  bins: ScoreBins | None = None, max_exact_scores: int = DEFAULT_MAX_EXACT_SCORES,
                  group_candidates: tuple[int, ...] = DEFAULT_GROUP_CANDIDATES, seed: int = 0) -> None:

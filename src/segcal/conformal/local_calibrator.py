@@ -52,9 +52,9 @@ class LocalCalibrator(ConformalCalibrator):
     whose whole image held fewer than ``min_scores`` scores of the class).
     """
 
-    def __init__(self, num_classes: int | None = None, *, marginal: bool = False, min_scores: int | str = "auto",
+    def __init__(self, num_classes: int | None = None, *, min_scores: int | str = "auto",
                  fitting: str = "cross", folds: int = DEFAULT_FOLDS, split: float = DEFAULT_LOCAL_SPLIT,
-                 score: str = "lac", kind: Kind = "logits",
+                 score: str = "lac", marginal: bool = False, kind: Kind = "logits",
                  head: Head = "softmax", ignore_index: int = 255, mode: Mode = "auto", bins: ScoreBins | None = None,
                  max_exact_scores: int = DEFAULT_MAX_EXACT_SCORES, seed: int = 0) -> None:
         self.num_classes, self.marginal, self.min_scores, self.fitting = num_classes, marginal, min_scores, fitting
