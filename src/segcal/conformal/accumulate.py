@@ -129,8 +129,10 @@ class ScoreBank:
         """Exact scores grouped by ``group_index [C, H·W]`` (pixel → group per class)."""
         y = self.labels.reshape(self.num_images, -1)
         valid = y >= 0
-        g = group_index.long().gather(0, y.clamp_min(0))  # [N, P]
-        keys = (y * num_groups + g)[valid]
+        if num_groups == 1:  # one group per class (imagewise): the class is the key
+            keys = y[valid]
+        else:
+            keys = (y * num_groups + group_index.long().gather(0, y.clamp_min(0)))[valid]  # [N, P] → labelled
         return SortedScores.from_keys(keys, self.scores.reshape(self.num_images, -1)[valid],
                                       self.num_classes, num_groups)
 

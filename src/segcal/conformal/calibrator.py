@@ -229,7 +229,10 @@ class ConformalCalibrator(Estimator):
         pixelwise = torch.equal(flat_map, torch.arange(h * w).expand(c, -1))
         self.num_classes_, self.shape_ = num_classes or c, (h, w)
         self.group_map_, self.num_groups_ = group_map, num_groups
-        self.scores_ = cal.per_pixel() if pixelwise else cal.pool(flat_map, num_groups)
+        if pixelwise:
+            self.scores_ = cal.per_pixel()
+        else:  # one group (imagewise): the image-level pool already is the answer
+            self.scores_ = image_scores if num_groups == 1 else cal.pool(flat_map, num_groups)
         self.image_scores_ = image_scores
         self.images_per_part_, self.group_selection_ = need, selection
         self.fallback_pixels_ = fallback_pixels(self.scores_, group_map)

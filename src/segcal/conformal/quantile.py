@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from segcal.stats.score_histogram import ScoreHistogram
@@ -61,6 +62,27 @@ def group_quantiles(scores: GroupedScores, levels: torch.Tensor, conformal: bool
     return torch.where(k <= 0, torch.zeros_like(q), q)
 
 
+def sorted_values(values: torch.Tensor) -> torch.Tensor:
+    """``values [M]`` sorted (NumPy's vectorised sort on the CPU: about 15× faster than ``torch.sort`` there)."""
+    if values.device.type == "cpu":
+        return torch.from_numpy(np.sort(values.detach().numpy()))
+    return torch.sort(values).values
+
+
+def group_order(keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Permutation sorting ``values [M]`` by ``keys [M]``, then by value within a key."""
+    if values.device.type == "cpu":
+        order = np.argsort(values.detach().numpy())
+        order = order[np.argsort(keys.numpy()[order], kind="stable")]
+        return torch.from_numpy(order)
+    order = torch.argsort(values)
+    return order[torch.sort(keys[order], stable=True).indices]
+
+
+SMALL_GROUPS = 64
+"""Up to this many (class, group) cells, exact scores are sorted cell by cell (faster than two global sorts)."""
+
+
 class SortedScores:
     """Exact grouped scores: ``values [M]`` sorted within each of the ``C·G`` groups, ``offsets [C·G + 1]``."""
 
@@ -75,12 +97,14 @@ class SortedScores:
     @classmethod
     def from_keys(cls, keys: torch.Tensor, values: torch.Tensor, num_classes: int, num_groups: int
                   ) -> SortedScores:
-        """Group ``values [M]`` by ``keys [M] = c·G + g`` and sort each group."""
-        order = torch.argsort(values)
-        order = order[torch.sort(keys[order], stable=True).indices]
+        """Group ``values [M]`` by ``keys [M] = c·G + g`` and sort each group (few groups: one sort per group;
+        many: a sort by value, then a stable sort by key)."""
         counts = torch.bincount(keys, minlength=num_classes * num_groups)
         offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=counts.device), counts.cumsum(0)])
-        return cls(num_classes, num_groups, values[order], offsets)
+        if num_classes * num_groups <= SMALL_GROUPS:
+            parts = [sorted_values(values[keys == k]) for k in range(num_classes * num_groups)]
+            return cls(num_classes, num_groups, torch.cat(parts) if parts else values[:0], offsets)
+        return cls(num_classes, num_groups, values[group_order(keys, values)], offsets)
 
     def group_counts(self) -> torch.Tensor:
         return (self.offsets[1:] - self.offsets[:-1]).view(self.num_classes, self.num_groups)
