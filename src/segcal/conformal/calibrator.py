@@ -26,20 +26,9 @@ import torch
 import torch.distributed as dist
 
 from segcal.batch import calibration_batches
-from segcal.conformal.accumulate import (
-    DEFAULT_MAX_EXACT_SCORES,
-    MODES,
-    Mode,
-    ScoreAccumulator,
-    ScoreBank,
-)
+from segcal.conformal.accumulate import DEFAULT_MAX_EXACT_SCORES, MODES, Mode, ScoreAccumulator, ScoreBank
 from segcal.conformal.diagnostics import TrivialThresholdWarning, trivial_message
-from segcal.conformal.grouping import (
-    PixelStatistics,
-    get_grouping,
-    normalise_group_map,
-    pixel_statistics,
-)
+from segcal.conformal.grouping import PixelStatistics, get_grouping, normalise_group_map, pixel_statistics
 from segcal.conformal.parts import assign_parts
 from segcal.conformal.quantile import (
     COVERAGE_LEVELS,
@@ -56,6 +45,9 @@ from segcal.errors import no_labels
 from segcal.estimator import Estimator
 from segcal.outputs import Head, Kind, as_tensor, num_output_classes
 from segcal.stats.score_histogram import ScoreBins
+
+SCORE_CHUNK_BYTES = 64 * 2**20
+"""Images scored together while fitting: at most this many bytes of one score tensor."""
 
 
 class ConformalCalibrator(Estimator):
@@ -164,7 +156,7 @@ class ConformalCalibrator(Estimator):
                 raise ValueError(f"image size {tuple(preds.shape[2:])} differs from the first calibration "
                                  f"batch's {shape}")
             shape = tuple(preds.shape[2:])
-            s, y = scores_at_labels(self._class_scores(preds), labels, self.ignore_index)
+            s, y = self._true_class_scores(preds, labels)
             s, y = s.cpu(), self._pooled(y.cpu())  # calibration statistics live on the CPU
             if not parts:
                 parts = {name: ScoreAccumulator(1 if self.marginal else num_classes, shape, self.mode,
@@ -179,6 +171,14 @@ class ConformalCalibrator(Estimator):
             for acc in parts.values():
                 acc.all_reduce()
         return self.fit_parts(parts, num_classes)
+
+    def _true_class_scores(self, preds: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``scores_at_labels`` of a batch, a few images at a time (every class's scores of a whole batch of
+        large images would be several copies of the batch)."""
+        step = max(1, SCORE_CHUNK_BYTES // (4 * preds[0].numel()))
+        parts = [scores_at_labels(self._class_scores(p), y, self.ignore_index)
+                 for p, y in zip(preds.split(step), labels.split(step))]
+        return torch.cat([s for s, _ in parts]), torch.cat([y for _, y in parts])
 
     def _pooled(self, labels: torch.Tensor) -> torch.Tensor:
         """Labels as the statistics see them: one class for every labelled pixel when ``marginal``."""

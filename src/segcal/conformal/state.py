@@ -1,12 +1,14 @@
 """A fitted conformal calibrator as plain tensors and containers, and back.
 
-The state (format ``segcal.conformal/1``) holds the parameters, ``group_map [C, H, W]``, ``n_per_group [C, G]``
+The state (format ``segcal.conformal/1``) holds the parameters, ``group_map [C, H, W]`` (int16/int32, or
+``{"constant", "shape"}`` for one group), ``n_per_group [C, G]``
 (calibration scores pooled per class and group), the stored scores and the level grid ``nc_levels [Q]`` with
 ``nc_group_curves [Q, C, G]``: the thresholds of every group, what the method needs (one curve per class for
 imagewise, per group for Kandinsky, per pixel for pixelwise). ``include_curves="dense"`` also stores
 ``nc_curves [Q, C, H, W]`` (the layout of the Kandinsky reference code; :func:`nc_curves_of` expands any state
 to it), ``include_curves=False`` neither. Thresholds are always recomputed from the stored scores; the curves are
-for other readers.
+for other readers (float32, or float16 rounded up for per-pixel curves of large images). An imagewise state
+stores its one pool once (``"scores": "image_scores"``).
 """
 from __future__ import annotations
 
@@ -32,16 +34,52 @@ def conformal_state(cp, include_curves: bool | str = True) -> dict[str, Any]:
              "shape": list(cp.shape_),
              "kind": cp.kind, "head": cp.head, "ignore_index": cp.ignore_index, "mode": cp.mode,
              "bins": (cp.bins or ScoreBins()).state_dict(), "max_exact_scores": cp.max_exact_scores,
-             "group_candidates": list(cp.group_candidates), "group_map": cp.group_map_,
-             "n_per_group": cp.scores_.group_counts(), "scores": cp.scores_.state_dict(),
+             "group_candidates": list(cp.group_candidates), "group_map": compact_group_map(cp.group_map_),
+             "n_per_group": cp.scores_.group_counts(),
+             # one pool (imagewise): stored once
+             "scores": "image_scores" if cp.scores_ is cp.image_scores_ else cp.scores_.state_dict(),
              "image_scores": cp.image_scores_.state_dict()}
     if include_curves:
         levels = torch.linspace(0, 1, NC_CURVE_LEVELS, dtype=torch.float64)
         state["nc_levels"] = levels
-        state["nc_group_curves"] = group_thresholds(cp.scores_, cp.image_scores_, levels)
+        state["nc_group_curves"] = group_curves(cp.scores_, cp.image_scores_, levels)
         if include_curves == "dense":
-            state["nc_curves"] = expand_groups(state["nc_group_curves"], cp.group_map_)
+            state["nc_curves"] = expand_groups(state["nc_group_curves"].float(), cp.group_map_)
     return state
+
+
+LARGE_CURVES = 1 << 24
+"""Curves with more values than this (per-pixel groupings of large images) are stored in float16."""
+
+
+def group_curves(scores, image_scores, levels: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+    """:func:`group_thresholds` ``[Q, C, G]`` computed a few levels at a time (peak memory ≈ the output), float32,
+    or float16 (rounded up, so never below the exact threshold) when there are more than :data:`LARGE_CURVES`."""
+    c, g = scores.group_counts().shape
+    large = levels.numel() * c * g > LARGE_CURVES
+    out = torch.empty(levels.numel(), c, g, dtype=torch.float16 if large else torch.float32)
+    for i in range(0, levels.numel(), chunk):
+        q = group_thresholds(scores, image_scores, levels[i:i + chunk]).float()
+        if large:
+            half = q.half()
+            q = torch.where(half.float() < q, torch.nextafter(half, torch.full_like(half, 2.0)), half)
+        out[i:i + chunk] = q
+    return out
+
+
+def compact_group_map(group_map: torch.Tensor) -> torch.Tensor | dict[str, Any]:
+    """``group_map [C, H, W]`` in the smallest form: ``{"constant": g, "shape"}`` when every entry is one group
+    (imagewise), else int16 / int32 (pixelwise needs int32 beyond 32,767 pixels)."""
+    if bool((group_map == group_map.flatten()[0]).all()):
+        return {"constant": int(group_map.flatten()[0]), "shape": list(group_map.shape)}
+    return group_map.to(torch.int16 if int(group_map.max()) < 2**15 else torch.int32)
+
+
+def expand_group_map(stored: torch.Tensor | dict[str, Any]) -> torch.Tensor:
+    """The ``[C, H, W]`` int64 group map of :func:`compact_group_map`'s output (or of a plain tensor)."""
+    if isinstance(stored, dict):
+        return torch.full(tuple(stored["shape"]), int(stored["constant"]), dtype=torch.long)
+    return stored.long()
 
 
 def nc_curves_of(state: dict[str, Any]) -> torch.Tensor:
@@ -50,7 +88,7 @@ def nc_curves_of(state: dict[str, Any]) -> torch.Tensor:
     if "nc_curves" in state:
         return state["nc_curves"]
     if "nc_group_curves" in state and "group_map" in state:
-        return expand_groups(state["nc_group_curves"], state["group_map"])
+        return expand_groups(state["nc_group_curves"].float(), expand_group_map(state["group_map"]))
     from segcal.conformal.calibrator import ConformalCalibrator
 
     return ConformalCalibrator.from_state_dict(state).nc_curves(NC_CURVE_LEVELS)
@@ -73,10 +111,11 @@ def split_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
                   "bins": ScoreBins.from_state_dict(state["bins"]), "max_exact_scores": state["max_exact_scores"],
                   "group_candidates": tuple(state["group_candidates"]), "seed": state["seed"]}
     fitted = {"num_classes_": int(state["num_classes"]), "shape_": tuple(state["shape"]),
-              "group_map_": state["group_map"].long(), "num_groups_": int(state["num_groups"]),
-              "scores_": grouped_from_state_dict(state["scores"]),
+              "group_map_": expand_group_map(state["group_map"]), "num_groups_": int(state["num_groups"]),
               "image_scores_": grouped_from_state_dict(state["image_scores"]),
               "images_per_part_": dict(state["images_per_part"]),
               "group_selection_": {int(k): float(v) for k, v in state["group_selection"].items()},
               "fallback_pixels_": torch.tensor(state["fallback_pixels"])}
+    stored = state["scores"]
+    fitted["scores_"] = fitted["image_scores_"] if stored == "image_scores" else grouped_from_state_dict(stored)
     return params, fitted

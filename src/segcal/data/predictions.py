@@ -78,7 +78,7 @@ def read_prediction(path: str | Path) -> tuple[np.ndarray, str | None]:
         raise FileNotFoundError(f"prediction file not found: {path}")
     try:
         raw, hint = _load_array(path)
-        arr = as_numpy(raw).astype(np.float32)
+        arr = as_numpy(raw).astype(np.float32, copy=False)
     except ValueError as exc:
         if str(path) in str(exc):
             raise
@@ -150,14 +150,19 @@ def detect_kind(arr: np.ndarray, head: str, path: Path) -> tuple[str, str]:
                      "logits or --kind probs (kind=...), or --head sigmoid for independent per-class probabilities")
 
 
+BATCH_BYTES = 64 * 2**20
+"""Most bytes of float32 logits in one batch from a predictions folder (19 classes at 512 × 1024: 1 image)."""
+
+
 class PredictionFolder:
     """Saved per-image predictions in ``predictions`` paired by stem with label maps in ``masks``.
 
     ``masks`` defaults to ``<predictions>/masks``. Explicit ``kind``/``head``/``classes``/``ignore_index``
     override ``meta.json``; ``kind="auto"`` uses meta.json, else the file's key, else inspects the first
     file. Iterating yields
-    :class:`~segcal.batch.Batch` es of ``batch_size``, loading files lazily; probabilities are converted with
-    :func:`~segcal.outputs.probs_to_logits`.
+    :class:`~segcal.batch.Batch` es of ``batch_size`` (fewer when ``batch_size`` images would exceed
+    :data:`BATCH_BYTES` of logits: large images come one or two at a time), loading files lazily; probabilities
+    are converted with :func:`~segcal.outputs.probs_to_logits`.
     """
 
     def __init__(self, predictions: str | Path, masks: str | Path | None = None, *, kind: str = "auto",
@@ -193,6 +198,8 @@ class PredictionFolder:
         self._stored = meta = read_meta(self.predictions)
         first, hint = read_prediction(self._pairs[0][0])
         self._shape = first.shape
+        self.requested_batch_size = batch_size
+        self.batch_size = max(1, min(batch_size, BATCH_BYTES // (4 * first.size)))
         self.head = head or meta.get("head") or ("sigmoid" if first.shape[0] == 1 else "softmax")
         if self.head not in HEADS:
             raise ValueError(f"head must be 'softmax' or 'sigmoid', got {self.head!r}")
@@ -287,8 +294,13 @@ class PredictionFolder:
     def __iter__(self) -> Iterator[Batch]:
         for start in range(0, len(self), self.batch_size):
             idx = range(start, min(start + self.batch_size, len(self)))
-            preds, masks = zip(*(self._load(i) for i in idx))
-            logits = torch.from_numpy(np.stack(preds))
+            batch, masks = np.empty((len(idx), *self._shape), dtype=np.float32), []
+            for j, i in enumerate(idx):  # filled in place: no second copy of the batch
+                arr, mask = self._load(i)
+                batch[j] = arr
+                masks.append(mask)
+                del arr
+            logits = torch.from_numpy(batch)
             if self.kind == "probs":
                 logits = probs_to_logits(logits, self.head)
             names = [self._pairs[i][0].stem for i in idx]
