@@ -206,8 +206,10 @@ def calibrate(args: argparse.Namespace) -> int:
         raise ValueError("give a CHECKPOINT, or --predictions DIR with saved predictions")
     with writing(target):
         source, bundle = build_source(args, args.split)
+        _print_memory_plan(source, args)
         bundle, record = run_calibrate(source, args.method, bundle=bundle, n_cal=args.n_cal,
-                                       params=_method_params(args), seed=args.seed, progress=not args.no_progress)
+                                       params=_method_params(args), seed=args.seed, progress=not args.no_progress,
+                                       memory_check=not args.no_memory_check)
         path = save_bundle(bundle, target, None if args.predictions else args.checkpoint)
     out.print(f"fitted {args.method} on {record['n_cal']} calibration images in {record['seconds']:.1f} s",
               highlight=False)
@@ -222,6 +224,16 @@ def calibrate(args: argparse.Namespace) -> int:
     hint = f"--predictions TEST_DIR {path}" if args.predictions else str(path)
     out.print(f"calibrated checkpoint: {path}\nnext: segcal evaluate {hint}", highlight=False)
     return 0
+
+
+def _print_memory_plan(source, args: argparse.Namespace) -> None:
+    """The memory estimate of a conformal method, before the pass."""
+    from segcal.pipeline.memory import GIB, memory_plan
+
+    plan = memory_plan(source, args.method, args.n_cal)
+    if plan is not None:
+        have = "" if plan[1] is None else f" of {plan[1] / GIB:.1f} GiB available"
+        out.print(f"estimated peak memory: {plan[0] / GIB:.1f} GiB{have}", highlight=False)
 
 
 RISK_FLAGS = {"loss": "loss", "alpha": "alpha", "procedure": "procedure", "delta": "delta",

@@ -78,6 +78,8 @@ def add_parsers(sub) -> None:
                    "aps (mass of the more likely classes) or raps (APS with a rank penalty)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default: 0)")
     p.add_argument("--out", metavar="FILE", help="output file (default: <checkpoint>.<method>.ckpt next to it)")
+    p.add_argument("--no-memory-check", action="store_true", help="run a conformal method even when its memory "
+                   "estimate exceeds the available memory")
     g = p.add_argument_group("risk control (--method risk | margin)")
     g.add_argument("--loss", help=f"risk: {' | '.join(RISK_LOSSES)} (default: fnr); margin: "
                    f"{' | '.join(MARGIN_LOSSES)} (default: cover = the outer mask holds the whole truth)")

@@ -18,6 +18,7 @@ from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.local_calibrator import LocalCalibrator
 from segcal.errors import NoLabelsError
 from segcal.methods import CONFORMAL_METHODS, RECALIBRATION_METHODS, RISK_METHODS, check_method
+from segcal.pipeline.memory import check_memory
 from segcal.pipeline.progress import track
 from segcal.pipeline.sources import Stream, source_name
 from segcal.risk import MarginController, RiskController
@@ -97,15 +98,18 @@ def _progress(enabled: bool):
 
 
 def calibrate(source, method: str, *, bundle: CalibrationBundle | None = None, n_cal: int | None = None,
-              params: dict[str, Any] | None = None, seed: int = 0, progress: bool = True
-              ) -> tuple[CalibrationBundle, dict[str, Any]]:
+              params: dict[str, Any] | None = None, seed: int = 0, progress: bool = True,
+              memory_check: bool = True) -> tuple[CalibrationBundle, dict[str, Any]]:
     """Fit ``method`` on ``source`` (its first ``n_cal`` images) and add it to ``bundle``.
 
     Returns the bundle and a history record ``{"method", "n_cal", "seconds", "info"}``.
     Recalibrating a bundle that already holds a conformal calibrator (or a recalibrator) is
-    refused: the stored thresholds / probabilities would no longer match.
+    refused: the stored thresholds / probabilities would no longer match. ``memory_check``: refuse, before the
+    pass, a conformal method estimated to need more memory than is available (:mod:`segcal.pipeline.memory`).
     """
     check_method(method)
+    if memory_check:
+        check_memory(source, method, n_cal)
     bundle = bundle if bundle is not None else CalibrationBundle()
     params = dict(params or {})
     if n_cal is not None:
