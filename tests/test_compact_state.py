@@ -57,3 +57,18 @@ def test_prediction_folder_batches_are_capped_in_bytes(tmp_path, monkeypatch):
     folder = predictions.PredictionFolder(tmp_path / "p", batch_size=8)
     assert folder.batch_size == 2 and folder.requested_batch_size == 8
     assert [len(b) for b in folder] == [2, 2, 1]
+
+
+def test_large_exact_pools_are_stored_as_fine_histograms_within_the_bound(monkeypatch):
+    from segcal.conformal import state as state_module
+
+    cp = ImagewiseCalibrator(3).fit(_batches(n=20, size=32))
+    monkeypatch.setattr(state_module, "LARGE_POOL_BYTES", 1024)
+    monkeypatch.setattr(state_module, "STATE_BINS", 1024)  # 3 classes × 1024 bins ≪ the 20 × 32 × 32 scores
+    state = cp.state_dict()
+    assert "counts" in state["image_scores"]  # a histogram, not every score
+    clone = ConformalCalibrator.from_state_dict(state)
+    exact, stored = cp.thresholds_at(torch.linspace(0.05, 0.95, 19, dtype=torch.float64)), clone.thresholds_at(
+        torch.linspace(0.05, 0.95, 19, dtype=torch.float64))
+    step = (14.0 + 40.0) / (1024 - 2)  # logit width of one bin
+    assert (stored >= exact).all() and ((stored - exact) <= 0.25 * step + 1e-6).all()

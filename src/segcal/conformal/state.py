@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from segcal.conformal.quantile import expand_groups, group_thresholds, grouped_from_state_dict
-from segcal.stats.score_histogram import ScoreBins
+from segcal.conformal.quantile import SortedScores, expand_groups, group_thresholds, grouped_from_state_dict
+from segcal.stats.score_histogram import ScoreBins, ScoreHistogram
 
 STATE_FORMAT = "segcal.conformal/1"
 NC_CURVE_LEVELS = 100
@@ -37,8 +37,8 @@ def conformal_state(cp, include_curves: bool | str = True) -> dict[str, Any]:
              "group_candidates": list(cp.group_candidates), "group_map": compact_group_map(cp.group_map_),
              "n_per_group": cp.scores_.group_counts(),
              # one pool (imagewise): stored once
-             "scores": "image_scores" if cp.scores_ is cp.image_scores_ else cp.scores_.state_dict(),
-             "image_scores": cp.image_scores_.state_dict()}
+             "scores": "image_scores" if cp.scores_ is cp.image_scores_ else compact_scores(cp.scores_),
+             "image_scores": compact_scores(cp.image_scores_)}
     if include_curves:
         levels = torch.linspace(0, 1, NC_CURVE_LEVELS, dtype=torch.float64)
         state["nc_levels"] = levels
@@ -46,6 +46,28 @@ def conformal_state(cp, include_curves: bool | str = True) -> dict[str, Any]:
         if include_curves == "dense":
             state["nc_curves"] = expand_groups(state["nc_group_curves"].float(), cp.group_map_)
     return state
+
+
+LARGE_POOL_BYTES = 8 * 2**20
+STATE_BINS = 65536
+"""Exact pooled scores taking more than ``LARGE_POOL_BYTES`` are stored as histograms of ``STATE_BINS`` logit-spaced
+bins when that is smaller (thresholds read from the state then sit at most one bin above the exact ones:
+``≤ p(1 − p) · 8.3e-4 ≤ 2.1e-4``)."""
+
+
+def compact_scores(scores) -> dict[str, Any]:
+    """``scores.state_dict()``, or, for a large exact pool of scores in ``[0, 1]``, that of its fine histogram."""
+    if not isinstance(scores, SortedScores) or scores.values.numel() * 4 <= LARGE_POOL_BYTES:
+        return scores.state_dict()
+    cells = scores.num_classes * scores.num_groups
+    if cells * STATE_BINS * 4 * 2 > scores.values.numel() * 4 or float(scores.values.max()) > 1.0:
+        return scores.state_dict()  # per-pixel pools, or RAPS scores above 1: exact
+    bins = ScoreBins(STATE_BINS)
+    cell = torch.repeat_interleave(torch.arange(cells), scores.offsets.diff())
+    counts = torch.bincount(cell * STATE_BINS + bins.index(scores.values), minlength=cells * STATE_BINS)
+    hist = ScoreHistogram(scores.num_classes, (scores.num_groups,), bins,
+                          counts.view(scores.num_classes, scores.num_groups, STATE_BINS).to(torch.int32))
+    return hist.state_dict()
 
 
 LARGE_CURVES = 1 << 24
