@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from segcal.metrics.calibration_results import CalibrationResults
-from segcal.plots.figure import Figure, new_figure, save_figure
+from segcal.plots.figure import Figure, finish_figure, new_figure
 
 PathLike = str | os.PathLike | None
 ResultsArg = CalibrationResults | Sequence[CalibrationResults]
@@ -30,12 +30,6 @@ def _as_list(results: ResultsArg) -> list[CalibrationResults]:
 
 def _name(r: CalibrationResults, i: int) -> str:
     return r.label or f"model {i + 1}"
-
-
-def _finish(fig: Figure, path: PathLike) -> Figure:
-    if path is not None:
-        save_figure(fig, path)
-    return fig
 
 
 def _fmt(x: float) -> str:
@@ -69,7 +63,7 @@ def plot_reliability(results: ResultsArg, path: PathLike = None, title: str = "R
     if any(r.reliability.count.sum() > 0 for r in items):
         ax_n.set_yscale("log")
     fig.tight_layout()
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_ece_map(results: CalibrationResults, path: PathLike = None, class_index: int | None = None,
@@ -92,7 +86,7 @@ def plot_ece_map(results: CalibrationResults, path: PathLike = None, class_index
     ax.set_title(f"Per-pixel ECE, {what} ({results.binning}; {results.num_images} images)", fontsize=9)
     ax.axis("off")
     fig.tight_layout()
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def pool_gap(results: CalibrationResults, min_samples: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -141,7 +135,7 @@ def plot_gap_map(results: CalibrationResults, path: PathLike = None, min_samples
                  f"typical standard error {typical:.3f}; {results.num_images} images", fontsize=9)
     ax.axis("off")
     fig.tight_layout()
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_image_ece_histogram(results: ResultsArg, path: PathLike = None, bins: int = 30) -> Figure:
@@ -158,7 +152,7 @@ def plot_image_ece_histogram(results: ResultsArg, path: PathLike = None, bins: i
     if any(v.size for v in values):
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_boundary_interior(results: ResultsArg, path: PathLike = None) -> Figure:
@@ -183,7 +177,7 @@ def plot_boundary_interior(results: ResultsArg, path: PathLike = None) -> Figure
     ax.set(ylabel="ECE", title=f"Boundary vs interior ECE ({items[0].binning})")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_confidence_histogram(results: ResultsArg, path: PathLike = None) -> Figure:
@@ -206,7 +200,7 @@ def plot_confidence_histogram(results: ResultsArg, path: PathLike = None) -> Fig
            title=f"Confidence histogram ({items[0].binning})")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_all(results: ResultsArg, out_dir: str | os.PathLike, prefix: str = "") -> dict[str, Path]:

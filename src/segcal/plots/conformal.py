@@ -18,16 +18,10 @@ from matplotlib.patches import Patch
 
 from segcal.conformal.evaluation import CoverageResult
 from segcal.conformal.sweep import summarise_sweep
-from segcal.plots.figure import Figure, new_figure, save_figure
+from segcal.plots.figure import Figure, finish_figure, new_figure
 from segcal.plots.palette import Colors, class_palette
 
 PathLike = str | os.PathLike | None
-
-
-def _finish(fig: Figure, path: PathLike) -> Figure:
-    if path is not None:
-        save_figure(fig, path)
-    return fig
 
 
 def _class_name(names: Sequence[str] | None, c: int) -> str:
@@ -49,7 +43,7 @@ def plot_ce_map(result: CoverageResult, class_index: int = -1, class_names: Sequ
                  f"mean CE {float(result.mean_ce_per_class[c]):.3f}, mean set size {s['mean_set_size']:.2f},"
                  f" full sets {100 * s['full_fraction']:.1f}%", fontsize=9)
     ax.set_axis_off()
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def _class_grid(count: int, panel: float = 2.6) -> tuple[Figure, list]:
@@ -78,7 +72,7 @@ def plot_ce_maps(result: CoverageResult, class_names: Sequence[str] | None = Non
         ax.set_axis_off()
     fig.colorbar(im, ax=axes, label="coverage error", shrink=0.8)
     fig.suptitle(f"{result.method}: per-pixel coverage error per class", fontsize=9)
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_group_maps(group_map: torch.Tensor, class_names: Sequence[str] | None = None, title: str = "groups",
@@ -99,7 +93,7 @@ def plot_group_maps(group_map: torch.Tensor, class_names: Sequence[str] | None =
         axes[-1].legend(handles=[Patch(color=colors[i], label=f"group {i}") for i in range(k)],
                         loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
     fig.suptitle(f"{title} ({k} groups)", fontsize=9)
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_window_maps(sides: torch.Tensor, min_scores: int, class_names: Sequence[str] | None = None,
@@ -117,7 +111,7 @@ def plot_window_maps(sides: torch.Tensor, min_scores: int, class_names: Sequence
         ax.set_axis_off()
     fig.colorbar(im, ax=axes, label="window side (pixels)", shrink=0.8)
     fig.suptitle(f"{title}: neighbourhood size (windows holding ≥ {min_scores} scores of the class)", fontsize=9)
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_group_map(group_map: torch.Tensor, class_index: int = -1, title: str = "groups",
@@ -137,7 +131,7 @@ def plot_group_map(group_map: torch.Tensor, class_index: int = -1, title: str = 
                   loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     ax.set_title(f"{title} ({k} groups)", fontsize=9)
     ax.set_axis_off()
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def _as_results(results: CoverageResult | Mapping[str, CoverageResult]) -> dict[str, CoverageResult]:
@@ -162,7 +156,7 @@ def plot_coverage_vs_nominal(results: CoverageResult | Mapping[str, CoverageResu
     ax.grid(alpha=0.3)
     ax_size.grid(alpha=0.3)
     fig.tight_layout()
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_set_size_map(result: CoverageResult, alpha: float = 0.1, path: PathLike = None) -> Figure:
@@ -176,7 +170,7 @@ def plot_set_size_map(result: CoverageResult, alpha: float = 0.1, path: PathLike
                  f"mean {float(result.mean_set_size[i]):.2f}, full {100 * float(result.full_fraction[i]):.1f}%,"
                  f" empty {100 * float(result.empty_fraction[i]):.1f}%", fontsize=9)
     ax.set_axis_off()
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_sweep(records: Iterable[Mapping[str, Any]], metrics: Sequence[str] = ("mean_ce", "mean_set_size"),
@@ -210,7 +204,7 @@ def plot_sweep(records: Iterable[Mapping[str, Any]], metrics: Sequence[str] = ("
     axes[0].legend(fontsize=8)
     fig.suptitle("mean ± std over repeats", fontsize=9)
     fig.tight_layout()
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def set_colours(sets: torch.Tensor, colors: Colors = None) -> np.ndarray:
@@ -239,7 +233,7 @@ def plot_set_legend(class_names: Sequence[str], path: PathLike = None, colors: C
     ax.legend(handles=set_legend_handles(class_names, colors), loc="center", fontsize=8, frameon=False,
               ncol=1 if len(class_names) <= 20 else 2)
     ax.set_axis_off()
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_prediction_set_overlay(image: torch.Tensor | np.ndarray, sets: torch.Tensor,
@@ -272,4 +266,4 @@ def plot_prediction_set_overlay(image: torch.Tensor | np.ndarray, sets: torch.Te
     ax.set_title(f"prediction sets{level}: {100 * (size > 1).mean():.1f}% ambiguous,"
                  f" {100 * (size == 0).mean():.1f}% empty", fontsize=9)
     ax.set_axis_off()
-    return _finish(fig, path)
+    return finish_figure(fig, path)

@@ -25,3 +25,10 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Save ``fig`` atomically (temporary file, then rename)."""
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight"))
+
+
+def finish_figure(fig: Figure, path: str | os.PathLike | None) -> Figure:
+    """Save ``fig`` to ``path`` when one is given; return it (every plot function ends with this)."""
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -10,19 +10,13 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from segcal.plots.figure import new_figure, save_figure
+from segcal.plots.figure import finish_figure, new_figure
 
 PathLike = str | os.PathLike | None
 OUTLINES = {"truth": ("#ffffff", "-", "truth"), "pred": ("#ffd400", "--", "prediction"),
             "outer": ("#ff3b30", "-", "outer mask"), "inner": ("#34c759", "-", "inner mask"),
             "mask": ("#ff3b30", "-", "calibrated mask")}
 """Mask name → (colour, line style, legend label)."""
-
-
-def _finish(fig: Figure, path: PathLike) -> Figure:
-    if path is not None:
-        save_figure(fig, path)
-    return fig
 
 
 def _backdrop(image: torch.Tensor | None, shape: tuple[int, int]) -> np.ndarray:
@@ -55,7 +49,7 @@ def plot_mask_outlines(image: torch.Tensor | None, masks: dict[str, torch.Tensor
               frameon=False, labelcolor="white")
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_loss_histogram(losses: Sequence[float], alpha: float, loss: str, path: PathLike = None) -> Figure:
@@ -68,4 +62,4 @@ def plot_loss_histogram(losses: Sequence[float], alpha: float, loss: str, path: 
     ax.set_xlabel(f"per-image {loss}")
     ax.set_ylabel("test images")
     ax.legend(fontsize=8)
-    return _finish(fig, path)
+    return finish_figure(fig, path)
