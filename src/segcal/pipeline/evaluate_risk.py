@@ -56,15 +56,18 @@ class RiskEvaluation:
             if masks.inner is not None:
                 self._add("inner_area", masks.inner.flatten(1).double().mean(1))
             shown = {"pred": masks.pred, "outer": masks.outer, "inner": masks.inner}
-        else:
+        else:  # the losses from the masks and sets just predicted (what image_losses computes, without a second pass)
             out = rc.predict(logits)
-            self._add("loss", rc.image_losses(logits, labels))
             if rc.loss == "miscoverage":
-                size = out.sum(1).double()
-                self._add("set_size", torch.where(valid, size, torch.nan).nanmean((1, 2)))
+                covered = out.gather(1, labels.clamp(0, out.shape[1] - 1).unsqueeze(1)).squeeze(1) & valid
+                judged = valid.flatten(1).sum(1).double()
+                self._add("loss", torch.where(judged > 0, 1 - covered.flatten(1).sum(1) / judged.clamp(min=1),
+                                              torch.zeros_like(judged)))
+                self._add("set_size", torch.where(valid, out.sum(1).double(), torch.nan).nanmean((1, 2)))
                 shown = {"sets": out}
             else:
                 rates = _rates(out, truth, valid)
+                self._add("loss", rates[rc.loss])
                 for key in ("fnr", "fdr", "mask_area"):
                     self._add(key, rates[key])
                 self._add("pred_area", (hard_labels(logits, source.head) == rc.target_class_).flatten(1)

@@ -43,14 +43,18 @@ def threshold_grid(num: int = 1001, span: float = 10.0) -> torch.Tensor:
     return torch.cat([torch.ones(1, dtype=torch.float64), inner, torch.zeros(1, dtype=torch.float64)])
 
 
+def _cumulative_counts(first: torch.Tensor, rows: torch.Tensor, n: int, num: int) -> torch.Tensor:
+    """``out[i, k] = #{pixels j of image rows[j] = i with first[j] ≤ k}``: ``[n, num]`` float64 (``first``: the
+    first grid index at which a pixel counts, ``num`` for never)."""
+    counts = torch.bincount(rows * (num + 1) + first, minlength=n * (num + 1)).view(n, num + 1)
+    return counts[:, :num].cumsum(1).double()
+
+
 def _counts_above(p: torch.Tensor, rows: torch.Tensor, n: int, thresholds: torch.Tensor) -> torch.Tensor:
     """``out[i, k] = #{pixels j of image rows[j] = i with p_j ≥ t_k}`` for decreasing ``t``: ``[n, Λ]``."""
     num = thresholds.numel()
-    ascending = thresholds.flip(0).to(p.device)
-    below = torch.bucketize(p.double(), ascending, right=True)  # #{t ≤ p}: p ≥ t_k for the last `below` of t
-    first = num - below  # index (in decreasing t) of the first threshold the pixel passes; num: none
-    counts = torch.bincount(rows * (num + 1) + first, minlength=n * (num + 1)).view(n, num + 1)
-    return counts[:, :num].cumsum(1).double()
+    below = torch.bucketize(p.double(), thresholds.flip(0).to(p.device), right=True)  # #{t ≤ p}
+    return _cumulative_counts(num - below, rows, n, num)  # p ≥ t_k from index num − below on
 
 
 def _rows(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
@@ -135,10 +139,7 @@ def margin_fnr_losses(truth_distance: torch.Tensor, radii: torch.Tensor) -> torc
     d = truth_distance.flatten(1)
     truth = ~d.isnan()
     steps = radii.to(d.device).double()
-    num = steps.numel()
     first = torch.bucketize(d[truth].double(), steps)  # index of the first radius ≥ d (num: none)
-    rows = _rows(d.shape, d.device)[truth]
-    counts = torch.bincount(rows * (num + 1) + first, minlength=n * (num + 1)).view(n, num + 1)
-    reached = counts[:, :num].cumsum(1).double()
+    reached = _cumulative_counts(first, _rows(d.shape, d.device)[truth], n, steps.numel())
     positives = truth.sum(1, keepdim=True).double()
     return torch.where(positives > 0, 1 - reached / positives.clamp(min=1), torch.zeros_like(reached)).cpu()

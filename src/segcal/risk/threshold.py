@@ -68,14 +68,16 @@ class RiskController(RiskControllerBase):
         return MONOTONE[self.loss]
 
     # ---------------------------------------------------------------------------- fitting, state
+    def _begin(self, shape: tuple[int, ...]) -> None:
+        self.thresholds_ = threshold_grid(self.grid)
+
     def _rows(self, preds: torch.Tensor, labels: torch.Tensor, target: int | None) -> dict[str, torch.Tensor]:
-        table = threshold_losses(self._probs(preds), labels, self.loss, threshold_grid(self.grid), target,
-                                 self.ignore_index)
+        table = threshold_losses(self._probs(preds), labels, self.loss, self.thresholds_, target, self.ignore_index)
         return {"losses": table.float()}
 
     def _store(self, rows: dict[str, torch.Tensor]) -> None:
         self.losses_ = rows["losses"].float()
-        self.thresholds_ = threshold_grid(self.grid)
+        self.thresholds_ = threshold_grid(self.grid)  # also after load_state_dict
 
     def _stored(self) -> dict[str, torch.Tensor]:
         return {"losses": self.losses_}
