@@ -146,7 +146,7 @@ class ScoreBank:
         return out
 
     def to_histogram(self, bins: ScoreBins | None = None) -> ScoreHistogram:
-        hist = ScoreHistogram(self.num_classes, self.shape, bins)
+        hist = ScoreHistogram(self.num_classes, self.shape, bins, compact=True)
         for s, y in zip(self._scores, self._labels):
             hist.update(s, y.long())
         return hist
@@ -182,7 +182,7 @@ class ScoreAccumulator:
 
     def _init_store(self, shape: tuple[int, ...]) -> None:
         if self.mode == "histogram":
-            self.store = ScoreHistogram(self.num_classes, shape, self.bins)
+            self.store = ScoreHistogram(self.num_classes, shape, self.bins, compact=True)
         else:
             self.store = ScoreBank(self.num_classes, shape)
 
@@ -272,9 +272,7 @@ class ScoreAccumulator:
     def per_pixel(self) -> SortedScores | ScoreHistogram:
         """Scores grouped per pixel (``G = H·W``)."""
         if not self.exact:
-            return ScoreHistogram(self.num_classes, (math.prod(self.shape),), self.store.bins,
-                                  self.store.counts.view(self.num_classes, -1, self.store.bins.num_bins),
-                                  self.store.num_images)
+            return self.store.reshaped((math.prod(self.shape),))
         p = math.prod(self.shape)
         return self.pool(torch.arange(p).expand(self.num_classes, p), p)
 
@@ -282,6 +280,4 @@ class ScoreAccumulator:
         """Scores ``≤ thresholds`` per class and pixel: ``[A, C, H·W]`` → ``[A, C, H·W]``."""
         if self.exact:
             return self.store.count_leq(thresholds)
-        hist = ScoreHistogram(self.num_classes, (thresholds.shape[-1],), self.store.bins,
-                              self.store.counts.view(self.num_classes, -1, self.store.bins.num_bins))
-        return hist.count_leq(thresholds)
+        return self.store.reshaped((thresholds.shape[-1],)).count_leq(thresholds)

@@ -111,12 +111,11 @@ def local_cdfs(fit: ScoreHistogram, min_scores: int) -> tuple[torch.Tensor, torc
     each window).
     """
     c, (h, w), b = fit.num_classes, fit.shape, fit.bins.num_bins
-    counts = fit.counts.view(c, h, w, b)
     cdf = torch.empty((c, h, w, b), dtype=torch.uint16)
     radius = torch.empty((c, h, w), dtype=torch.long)
     window = torch.empty((c, h, w), dtype=torch.long)
     for k in range(c):  # one class at a time bounds the memory to one [H + 1, W + 1, B] integral image
-        cum = counts[k].cumsum(-1, dtype=torch.int32)
+        cum = fit.class_counts(k).view(h, w, b).cumsum(-1, dtype=torch.int32)
         whole = _integral(cum, int(cum[..., -1].sum()))
         cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores)
     return cdf, radius, window
@@ -135,7 +134,6 @@ def cross_fit(folds: list[ScoreHistogram], min_scores: int, exact: list[tuple[to
     bin-cumulated counts make every out-of-fold level a handful of look-ups.
     """
     c, (h, w), b = folds[0].num_classes, folds[0].shape, folds[0].bins.num_bins
-    parts = [fold.counts.view(c, h, w, b) for fold in folds]
     cdf = torch.empty((c, h, w, b), dtype=torch.uint16)
     radius = torch.empty((c, h, w), dtype=torch.long)
     window = torch.empty((c, h, w), dtype=torch.long)
@@ -143,15 +141,17 @@ def cross_fit(folds: list[ScoreHistogram], min_scores: int, exact: list[tuple[to
     limit = sum(fold.num_images for fold in folds) * h * w  # at most one score per image and pixel
     pixels = torch.arange(h * w)
     for k in range(c):
-        owns = [_integral(part[k].cumsum(-1, dtype=torch.int32), limit) for part in parts]  # per fold
+        owns = [_integral(fold.class_counts(k).view(h, w, b).cumsum(-1, dtype=torch.int32), limit)
+                for fold in folds]  # this class's integral image per fold
         whole = owns[0].clone()
         for own in owns[1:]:
             whole += own
         cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores)
-        for j, part in enumerate(parts):
+        for j, fold in enumerate(folds):
             if exact is None:  # every (pixel, bin) cell holding scores, weighted by its count
-                ys, xs, bs = torch.nonzero(part[k], as_tuple=True)
-                weight, t = part[k][ys, xs, bs].long(), None
+                part = fold.class_counts(k).view(h, w, b)
+                ys, xs, bs = torch.nonzero(part, as_tuple=True)
+                weight, t = part[ys, xs, bs].long(), None
             else:  # every score, placed inside its bin
                 fold_scores, fold_labels = exact[j]
                 mine = (fold_labels == k).transpose(0, 2).transpose(0, 1)  # [H, W, N]: pixel-major order,
@@ -217,11 +217,11 @@ def level_counts(cdf: torch.Tensor, cal: ScoreHistogram) -> torch.Tensor:
     """Histogram of the calibration levels ``u = F_{c,x}(s)`` per class: ``[C, LEVEL_STEPS + 1]`` int64."""
     c = cal.num_classes
     levels = cdf.view(c, -1)  # [C, H·W·B] uint16
-    weights = cal.counts.view(c, -1)
     out = torch.zeros((c, LEVEL_STEPS + 1), dtype=torch.long)
     for k in range(c):
-        used = torch.nonzero(weights[k]).flatten()  # calibration (pixel, bin) cells holding scores
-        out[k].index_add_(0, levels[k][used].to(torch.int64), weights[k][used].to(torch.int64))
+        weights = cal.class_counts(k).view(-1)
+        used = torch.nonzero(weights).flatten()  # calibration (pixel, bin) cells holding scores
+        out[k].index_add_(0, levels[k][used].to(torch.int64), weights[used].to(torch.int64))
     return out
 
 

@@ -34,7 +34,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from segcal.stats.compact_counts import SPILL_AT, CompactCounts
+
 _CHUNK = 8192  # locations per chunk when pooling or cumulating (bounds temporary memory)
+COMPACT_STEP = SPILL_AT - 1
+"""Images per add into compact counts (one score per image and location: a cell gains at most this)."""
 
 
 def all_reduce_(tensor: torch.Tensor, op: Any = None, group: Any = None) -> torch.Tensor:
@@ -114,29 +118,76 @@ class ScoreHistogram:
 
     ``update(scores, labels)`` adds, for every pixel of every image, its score to the
     histogram of its label class (class-conditional). ``labels < 0`` are skipped.
-    ``num_images`` counts the images seen.
+    ``num_images`` counts the images seen. With ``compact=True`` (per-pixel histograms of the accumulators) the
+    counts live in a :class:`~segcal.stats.compact_counts.CompactCounts` (uint8 plus a sparse overflow table,
+    a quarter of the memory, exact): read them by rows (:meth:`rows`, :meth:`class_counts`); ``counts``
+    materialises a dense int32 copy.
     """
 
     def __init__(self, num_classes: int, shape: tuple[int, ...], bins: ScoreBins | None = None,
-                 counts: torch.Tensor | None = None, num_images: int = 0) -> None:
+                 counts: torch.Tensor | CompactCounts | None = None, num_images: int = 0,
+                 compact: bool = False) -> None:
         self.num_classes = int(num_classes)
         self.shape = tuple(int(s) for s in shape)
         self.bins = bins or ScoreBins()
         full = (self.num_classes, *self.shape, self.bins.num_bins)
         if counts is None:
-            counts = torch.zeros(full, dtype=torch.int32)
+            counts = CompactCounts(math.prod(full)) if compact else torch.zeros(full, dtype=torch.int32)
+        elif isinstance(counts, CompactCounts):
+            if counts.numel != math.prod(full):
+                raise ValueError(f"compact counts hold {counts.numel} cells, expected {full}")
         elif tuple(counts.shape) != full or counts.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"counts must be int32/int64 of shape {full}, got {counts.dtype} {tuple(counts.shape)}")
-        self.counts = counts
+        self._store = counts
         self.num_images = int(num_images)
+
+    @property
+    def compact(self) -> bool:
+        return isinstance(self._store, CompactCounts)
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """Dense counts ``[C, *shape, B]`` (the stored tensor, or an int32 copy of compact counts)."""
+        if not self.compact:
+            return self._store
+        full = (self.num_classes, *self.shape, self.bins.num_bins)
+        return self._store.dense(0, self._store.numel).view(full)
+
+    @property
+    def count_dtype(self) -> torch.dtype:
+        """Dtype of dense reads (:meth:`rows`, :meth:`class_counts`)."""
+        return torch.int32 if self.compact else self._store.dtype
 
     @property
     def num_locations(self) -> int:
         return math.prod(self.shape)
 
     def flat(self) -> torch.Tensor:
-        """Counts viewed as ``[C, G, B]`` with ``G = prod(shape)``."""
+        """Counts viewed as ``[C, G, B]`` with ``G = prod(shape)`` (dense; see :meth:`rows` for compact ones)."""
         return self.counts.view(self.num_classes, self.num_locations, self.bins.num_bins)
+
+    def rows(self, rows: slice) -> torch.Tensor:
+        """Dense counts of the locations ``rows`` (a slice of ``range(G)``): ``[C, g, B]``."""
+        if not self.compact:
+            return self.flat()[:, rows]
+        g, b = self.num_locations, self.bins.num_bins
+        start, stop, _ = rows.indices(g)
+        return torch.stack([self._store.dense((c * g + start) * b, (c * g + stop) * b).view(-1, b)
+                            for c in range(self.num_classes)])
+
+    def class_counts(self, c: int) -> torch.Tensor:
+        """Dense counts of class ``c``: ``[G, B]``."""
+        if not self.compact:
+            return self.flat()[c]
+        size = self.num_locations * self.bins.num_bins
+        return self._store.dense(c * size, (c + 1) * size).view(self.num_locations, self.bins.num_bins)
+
+    def reshaped(self, shape: tuple[int, ...]) -> ScoreHistogram:
+        """The same counts (shared storage) seen with locations ``shape`` of the same size."""
+        if math.prod(shape) != self.num_locations:
+            raise ValueError(f"cannot view {self.shape} locations as {tuple(shape)}")
+        store = self._store if self.compact else self._store.view(self.num_classes, *shape, self.bins.num_bins)
+        return ScoreHistogram(self.num_classes, shape, self.bins, store, self.num_images)
 
     def update(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
         """Add scores ``[N, *shape]`` (float) with labels ``[N, *shape]`` (int, ``< 0`` = skip)."""
@@ -145,15 +196,23 @@ class ScoreHistogram:
                 f"scores and labels must both have shape [N, {', '.join(map(str, self.shape))}],"
                 f" got {tuple(scores.shape)} and {tuple(labels.shape)}"
             )
+        step = COMPACT_STEP if self.compact else max(1, scores.shape[0])
+        for s, y in zip(scores.split(step), labels.split(step)):  # a compact add gives a cell ≤ COMPACT_STEP
+            self._add(s, y)
+        self.num_images += scores.shape[0]
+
+    def _add(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
         n, g, b = scores.shape[0], self.num_locations, self.bins.num_bins
         y = labels.reshape(n, g).long()
         valid = (y >= 0) & (y < self.num_classes)
         idx = self.bins.index(scores.reshape(n, g))  # flat index (class·G + location)·B + bin
         idx += torch.arange(0, g * b, b, device=idx.device)
         idx += y.clamp(0, self.num_classes - 1) * (g * b)
-        self.counts = self.counts.to(scores.device)
-        self.counts.view(-1).scatter_add_(0, idx.view(-1), valid.view(-1).to(self.counts.dtype))
-        self.num_images += n
+        self._store = self._store.to(scores.device)
+        if self.compact:
+            self._store.scatter_add_(idx.view(-1), valid.view(-1).to(torch.uint8), most=n)
+        else:
+            self._store.view(-1).scatter_add_(0, idx.view(-1), valid.view(-1).to(self._store.dtype))
 
     def _check_compatible(self, other: ScoreHistogram) -> None:
         if (self.num_classes, self.shape, self.bins) != (other.num_classes, other.shape, other.bins):
@@ -164,6 +223,9 @@ class ScoreHistogram:
 
     def __add__(self, other: ScoreHistogram) -> ScoreHistogram:
         self._check_compatible(other)
+        if self.compact or other.compact:
+            out = ScoreHistogram(self.num_classes, self.shape, self.bins, compact=True)
+            return out.merge(self).merge(other)
         return ScoreHistogram(self.num_classes, self.shape, self.bins,
                               self.counts + other.counts.to(self.counts.device),
                               self.num_images + other.num_images)
@@ -171,33 +233,47 @@ class ScoreHistogram:
     def merge(self, other: ScoreHistogram) -> ScoreHistogram:
         """In-place ``self += other``; returns ``self``."""
         self._check_compatible(other)
-        self.counts += other.counts.to(self.counts.device)
+        if self.compact:
+            self._store.merge_(other._store if other.compact else CompactCounts.from_dense(other.counts))
+        else:
+            self._store += other.counts.to(self._store.device)
         self.num_images += other.num_images
         return self
 
     def all_reduce(self, group: Any = None) -> ScoreHistogram:
-        """Sum counts and image counts over all ranks of ``torch.distributed`` (in place)."""
-        all_reduce_(self.counts, group=group)
+        """Sum counts and image counts over all ranks of ``torch.distributed`` (in place; compact counts
+        travel as dense chunks)."""
+        if self.compact:
+            self._store.map_dense_(lambda chunk: all_reduce_(chunk, group=group))
+        else:
+            all_reduce_(self._store, group=group)
         self.num_images = int(all_reduce_(torch.tensor([self.num_images]), group=group).item())
         return self
 
     def group_counts(self) -> torch.Tensor:
         """Number of scores per class and location, ``[C, G]`` (int64)."""
-        return self.flat().sum(-1, dtype=self.counts.dtype).long()  # in the count dtype: no int64 copy
+        out = torch.empty(self.num_classes, self.num_locations, dtype=torch.long, device=self.device)
+        for start in range(0, self.num_locations, _CHUNK):
+            rows = slice(start, start + _CHUNK)
+            out[:, rows] = self.rows(rows).sum(-1, dtype=self.count_dtype)  # in the count dtype: no int64 copy
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        return self._store.device
 
     def _cumulative(self):
         """``(locations, cumulative counts [C, g, B])`` chunk by chunk (bounded temporary memory)."""
-        flat = self.flat()
-        for start in range(0, flat.shape[1], _CHUNK):
+        for start in range(0, self.num_locations, _CHUNK):
             rows = slice(start, start + _CHUNK)
-            yield rows, flat[:, rows].cumsum(-1, dtype=self.counts.dtype)
+            yield rows, self.rows(rows).cumsum(-1, dtype=self.count_dtype)
 
     def order_statistic(self, k: torch.Tensor) -> torch.Tensor:
         """Conservative ``k``-th smallest score, ``k [A, C, G]`` (1 ≤ k ≤ n) → ``[A, C, G]`` float32.
 
         The upper edge of the bin holding the exact ``k``-th smallest score.
         """
-        kk = k.to(self.counts.dtype).permute(1, 2, 0).contiguous()  # [C, G, A]
+        kk = k.to(self.count_dtype).permute(1, 2, 0).contiguous()  # [C, G, A]
         idx = torch.empty(kk.shape, dtype=torch.long, device=kk.device)
         for rows, cum in self._cumulative():
             idx[:, rows] = torch.searchsorted(cum, kk[:, rows].contiguous())
@@ -220,21 +296,26 @@ class ScoreHistogram:
 
         Pooled counts are int64 (a group can hold more than 2³¹ scores).
         """
-        flat = self.flat()
-        out = torch.zeros(self.num_classes, num_groups, self.bins.num_bins, dtype=torch.int64,
-                          device=flat.device)
-        index = group_index.to(flat.device)
-        for c in range(self.num_classes):
-            for start in range(0, flat.shape[1], _CHUNK):  # chunks: no int64 copy of all counts
-                rows = slice(start, start + _CHUNK)
-                out[c].index_add_(0, index[c, rows], flat[c, rows].long())
+        out = torch.zeros(self.num_classes, num_groups, self.bins.num_bins, dtype=torch.int64, device=self.device)
+        index = group_index.to(self.device)
+        for start in range(0, self.num_locations, _CHUNK):  # chunks: no int64 copy of all counts
+            rows = slice(start, start + _CHUNK)
+            block = self.rows(rows)
+            for c in range(self.num_classes):
+                out[c].index_add_(0, index[c, rows], block[c].long())
         return ScoreHistogram(self.num_classes, (num_groups,), self.bins, out, self.num_images)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"counts": self.counts, "num_images": self.num_images, "num_classes": self.num_classes,
+        counts = self._store.state_dict() if self.compact else self._store
+        return {"counts": counts, "num_images": self.num_images, "num_classes": self.num_classes,
                 "shape": list(self.shape), "bins": self.bins.state_dict()}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> ScoreHistogram:
-        return cls(int(state["num_classes"]), tuple(state["shape"]), ScoreBins.from_state_dict(state["bins"]),
-                   state["counts"], int(state["num_images"]))
+        bins, shape = ScoreBins.from_state_dict(state["bins"]), tuple(state["shape"])
+        counts = state["counts"]
+        if isinstance(counts, dict):
+            counts = CompactCounts.from_state_dict(counts, int(state["num_classes"]) * math.prod(shape)
+                                                   * bins.num_bins)
+        return cls(int(state["num_classes"]), shape, bins, counts, int(state["num_images"]))
+

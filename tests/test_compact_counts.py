@@ -1,0 +1,148 @@
+"""Compact counts (uint8 + sparse spill table) are exact: every read equals an int64 reference."""
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from segcal.stats import compact_counts as cc
+from segcal.stats.compact_counts import LOW_MAX, SPILL_AT, CompactCounts
+from segcal.stats.score_histogram import ScoreBins, ScoreHistogram
+
+
+def random_adds(numel, rounds, seed, hot=3):
+    """(index, most) add rounds: uniform cells plus ``hot`` cells hit by every index of a round."""
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(rounds):
+        most = int(torch.randint(1, SPILL_AT, (1,), generator=g))
+        uniform = torch.randint(0, numel, (most * 50,), generator=g)
+        hot_cells = torch.arange(hot).repeat(most)  # each hot cell gains exactly `most`
+        yield torch.cat([uniform.unique(), hot_cells]), most
+
+
+def test_adds_with_spills_equal_int64_reference():
+    counts, ref = CompactCounts(1000), torch.zeros(1000, dtype=torch.long)
+    for index, most in random_adds(1000, 40, seed=0):
+        counts.scatter_add_(index, most=most)
+        ref.index_add_(0, index, torch.ones_like(index))
+    assert int(ref[:3].min()) > 10 * LOW_MAX  # the hot cells went far past uint8
+    assert counts.spill_index.numel() >= 3 and counts.low.dtype == torch.uint8
+    assert torch.equal(counts.dense(0, 1000, torch.long), ref)
+    for start, stop in [(0, 1), (2, 3), (3, 700), (999, 1000), (500, 500)]:
+        assert torch.equal(counts.dense(start, stop, torch.long), ref[start:stop])
+    assert counts.nbytes == 1000 + 16 * counts.spill_index.numel()
+
+
+def test_spill_keeps_headroom_and_values():
+    counts = CompactCounts(10)
+    counts.scatter_add_(torch.tensor([0] * 127 + [1] * 5), most=127)
+    assert counts.headroom == LOW_MAX - 127  # what the fullest possible cell has left
+    counts.scatter_add_(torch.tensor([0] * 127), most=127)  # headroom 128: no spill yet
+    counts.scatter_add_(torch.tensor([0, 1]), most=1)
+    assert counts.spill_index.numel() == 0 and int(counts.low[0]) == LOW_MAX and counts.headroom == 0
+    counts.scatter_add_(torch.tensor([0, 1]), most=1)  # would pass 255: cell 0 spills first
+    assert counts.spill_index.tolist() == [0] and counts.spill_count.tolist() == [LOW_MAX]
+    assert counts.dense(0, 2).tolist() == [256, 7] and counts.headroom == LOW_MAX - 6 - 1
+    with pytest.raises(ValueError, match="at most 127"):
+        counts.scatter_add_(torch.tensor([1]), most=SPILL_AT)
+
+
+def test_merge_map_and_dense_round_trip(monkeypatch):
+    monkeypatch.setattr(cc, "_CHUNK", 64)  # several chunks per pass
+    a, b = CompactCounts(300), CompactCounts(300)
+    ra, rb = torch.zeros(300, dtype=torch.long), torch.zeros(300, dtype=torch.long)
+    for (ia, ma), (ib, mb) in zip(random_adds(300, 15, seed=1), random_adds(300, 15, seed=2, hot=70)):
+        a.scatter_add_(ia, most=ma)
+        b.scatter_add_(ib, most=mb)
+        ra.index_add_(0, ia, torch.ones_like(ia))
+        rb.index_add_(0, ib, torch.ones_like(ib))
+    a.merge_(b)
+    assert torch.equal(a.dense(0, 300, torch.long), ra + rb)
+    assert a.headroom >= LOW_MAX - SPILL_AT + 1 and int(a.low.max()) < SPILL_AT
+    a.map_dense_(lambda chunk: 2 * chunk)
+    assert torch.equal(a.dense(0, 300, torch.long), 2 * (ra + rb))
+    back = CompactCounts.from_dense(2 * (ra + rb))
+    assert torch.equal(back.dense(0, 300, torch.long), 2 * (ra + rb))
+    loaded = CompactCounts.from_state_dict(a.state_dict(), 300)
+    assert torch.equal(loaded.dense(0, 300, torch.long), 2 * (ra + rb))
+
+
+@pytest.mark.parametrize("broken", ["dtype", "unsorted", "range", "length", "negative", "missing"])
+def test_invalid_states_are_rejected(broken):
+    state = CompactCounts.from_dense(torch.tensor([0, 300, 5, 900])).state_dict()
+    state = {k: v.clone() for k, v in state.items()}
+    if broken == "dtype":
+        state["low"] = state["low"].int()
+    elif broken == "unsorted":
+        state["spill_index"] = state["spill_index"].flip(0)
+    elif broken == "range":
+        state["spill_index"][-1] = 4
+    elif broken == "length":
+        state["spill_count"] = state["spill_count"][:1]
+    elif broken == "negative":
+        state["spill_count"][0] = -1
+    else:
+        del state["spill_index"]
+    with pytest.raises(ValueError, match="not a compact count table of 4 cells"):
+        CompactCounts.from_state_dict(state, 4)
+
+
+def concentrated(n, shape, classes, seed):
+    """Scores of ``n`` images that fall in few bins (so cells pass 255) and labels with some ignored pixels."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.sigmoid(torch.randn(n, *shape, generator=g) * 0.3 - 4)
+    labels = torch.randint(-1, classes, (n, *shape), generator=g)
+    return scores, labels
+
+
+def test_compact_histogram_equals_dense_histogram():
+    bins = ScoreBins(16, -8, 8)
+    dense = ScoreHistogram(3, (5, 4), bins)
+    compact = ScoreHistogram(3, (5, 4), bins, compact=True)
+    for seed in range(5):  # 1500 images in five updates (each split into adds of ≤ 127 images)
+        s, y = concentrated(300, (5, 4), 3, seed)
+        dense.update(s, y)
+        compact.update(s, y)
+    assert compact.compact and compact._store.spill_index.numel() > 0
+    assert int(dense.counts.max()) > LOW_MAX and compact.num_images == dense.num_images == 1500
+    assert torch.equal(compact.counts, dense.counts)
+    assert torch.equal(compact.group_counts(), dense.group_counts())
+    k = torch.randint(1, 50, (4, 3, 20))
+    flat_c, flat_d = compact.reshaped((20,)), dense.reshaped((20,))
+    assert torch.equal(flat_c.order_statistic(k), flat_d.order_statistic(k))
+    index = torch.randint(0, 3, (3, 20))
+    assert torch.equal(compact.reshaped((20,)).pool(index, 3).counts, dense.reshaped((20,)).pool(index, 3).counts)
+    assert torch.equal(compact.class_counts(2), dense.flat()[2])
+    merged = compact + dense
+    assert merged.compact and torch.equal(merged.counts, 2 * dense.counts) and merged.num_images == 3000
+    loaded = ScoreHistogram.from_state_dict(compact.state_dict())
+    assert loaded.compact and torch.equal(loaded.counts, dense.counts)
+
+
+def test_compact_histogram_memory_is_a_quarter():
+    hist = ScoreHistogram(2, (64, 64), compact=True)
+    hist.update(*concentrated(20, (64, 64), 2, seed=0))
+    dense_bytes = 2 * 64 * 64 * 256 * 4
+    assert hist._store.nbytes == dense_bytes // 4  # no cell reached the spill threshold
+
+
+def _worker(rank, world, init_file, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        hist = ScoreHistogram(2, (3, 3), ScoreBins(4, -6, 6), compact=True)
+        hist.update(*concentrated(600, (3, 3), 2, seed=rank))
+        hist.all_reduce()
+        if rank == 0:
+            torch.save(hist.counts, os.path.join(out_dir, "counts.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_compact_all_reduce_over_two_gloo_ranks(tmp_path):
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ref = ScoreHistogram(2, (3, 3), ScoreBins(4, -6, 6))
+    for rank in range(2):
+        ref.update(*concentrated(600, (3, 3), 2, seed=rank))
+    assert int(ref.counts.max()) > LOW_MAX
+    assert torch.equal(torch.load(tmp_path / "counts.pt", weights_only=True), ref.counts)
