@@ -2,11 +2,12 @@
 
 Writes ``--images`` saved predictions of ``--classes`` classes at ``--size`` (default 12 × 19 × 512 × 1024, the
 Cityscapes-like case of the issue; blocky labels, logits favouring the true class) and runs
-``segcal calibrate --predictions DIR --method M`` for each method in a fresh process, reporting its peak resident
-memory (the child's ``ru_maxrss``), wall time and checkpoint size, next to the peak of a process that only
-imports segcal's CLI.
+``segcal calibrate --predictions DIR --method M [--param grid=G] [--max-memory GIB]`` for each method in a fresh
+process, reporting its peak resident memory (the child's ``ru_maxrss``), wall time and checkpoint size, next to
+the peak of a process that only imports segcal's CLI; a run refused up front is reported with its message.
 
     python benchmarks/large_predictions.py --methods image,pixel      # writes benchmarks/results/large_predictions.json
+    python benchmarks/large_predictions.py --size 1024,2048 --max-memory 8 --methods pixel,kandinsky-kmeans:2,local:4
 """
 from __future__ import annotations
 
@@ -38,15 +39,18 @@ def write_folder(folder: Path, images: int, classes: int, h: int, w: int, seed: 
             writer.add(f"im{i:03d}", z.numpy(), y.numpy().astype(np.uint8))
 
 
-def run(command: list[str]) -> tuple[float, float]:
-    """``(peak RSS in GiB, seconds)`` of ``command`` in a fresh process (its own rusage, from ``wait4``)."""
+def run(command: list[str], refusable: bool = False) -> tuple[float, float, str | None]:
+    """``(peak RSS in GiB, seconds, refusal message or None)`` of ``command`` in a fresh process (its own rusage,
+    from ``wait4``); exit code 2 with ``refusable`` is an up-front refusal, anything else non-zero an error."""
     start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = child.stderr.read()
     _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed with exit code {child.returncode}")
-    return usage.ru_maxrss / 2**20, time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code and not (refusable and code == 2):
+        raise RuntimeError(f"{' '.join(command)} failed with exit code {code}: {err[-2000:]}")
+    refusal = " ".join(err.split()) if code else None
+    return usage.ru_maxrss / 2**20, time.perf_counter() - start, refusal
 
 
 def main() -> None:
@@ -54,25 +58,35 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--classes", type=int, default=19)
     parser.add_argument("--size", default="512,1024")
-    parser.add_argument("--methods", default="image,pixel")
+    parser.add_argument("--methods", default="image,pixel", help="comma-separated METHOD or METHOD:GRID")
+    parser.add_argument("--max-memory", type=float, help="--max-memory GIB of every run (default: none given)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     h, w = (int(v) for v in args.size.split(","))
     segcal = [sys.executable, "-m", "segcal.cli.main"]
-    result = {"images": args.images, "classes": args.classes, "size": [h, w], "methods": {}}
+    result = {"images": args.images, "classes": args.classes, "size": [h, w], "max_memory": args.max_memory,
+              "methods": {}}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "predictions"
         write_folder(folder, args.images, args.classes, h, w)
         result["import_only_gib"] = run([*segcal, "calibrate", "--list-params", "--method", "image"])[0]
-        for method in args.methods.split(","):  # each in a fresh process
+        for spec in args.methods.split(","):  # each in a fresh process
+            method, _, grid = spec.partition(":")
             out = Path(tmp) / f"{method}.pt"
-            peak, seconds = run([*segcal, "calibrate", "--predictions", str(folder), "--method", method,
-                                 "--out", str(out), "--no-progress"])
-            result["methods"][method] = {"peak_gib": peak, "seconds": seconds,
-                                         "checkpoint_mb": out.stat().st_size / 1e6}
-            print(f"{method:10s} peak {peak:.2f} GiB  {seconds:.0f} s  checkpoint {out.stat().st_size / 1e6:.1f} MB",
+            extra = (["--param", f"grid={grid}"] if grid else []) + (
+                ["--max-memory", str(args.max_memory)] if args.max_memory else [])
+            peak, seconds, refusal = run([*segcal, "calibrate", "--predictions", str(folder), "--method", method,
+                                          "--out", str(out), "--no-progress", *extra], refusable=True)
+            if refusal:
+                result["methods"][spec] = {"refused": refusal, "peak_gib": peak, "seconds": seconds}
+                print(f"{spec:10s} refused after {seconds:.1f} s (peak {peak:.2f} GiB): {refusal}", flush=True)
+                continue
+            result["methods"][spec] = {"peak_gib": peak, "seconds": seconds,
+                                       "checkpoint_mb": out.stat().st_size / 1e6}
+            print(f"{spec:10s} peak {peak:.2f} GiB  {seconds:.0f} s  checkpoint {out.stat().st_size / 1e6:.1f} MB",
                   flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

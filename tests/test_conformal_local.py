@@ -101,7 +101,7 @@ def test_cross_fitted_levels_are_out_of_fold():
     assert torch.equal(expected, counts)
 
 
-def _split_coverage(n_cal, splits, pool=60, seed=0, fitting="cross"):
+def _split_coverage(n_cal, splits, pool=60, seed=0, fitting="cross", grid=1):
     """Split-averaged class coverage [C] at 1 − α and its upper bound (ties included) [C]."""
     logits, labels = planted_logits(pool, block_map((10, 10)), [-1, 1.5, 3.5, 6], [0.5, 1, 0.5, 2], seed=seed)
     scores = class_scores(logits)
@@ -110,7 +110,7 @@ def _split_coverage(n_cal, splits, pool=60, seed=0, fitting="cross"):
     cov, bound = [], []
     for _ in range(splits):
         perm = torch.randperm(pool, generator=gen)
-        cp = LocalCalibrator(2, min_scores=40, fitting=fitting).fit_bank(bank.subset(perm[:n_cal]))
+        cp = LocalCalibrator(2, min_scores=40, fitting=fitting, grid=grid).fit_bank(bank.subset(perm[:n_cal]))
         acc = CoverageAccumulator(cp, [ALPHA], min_test_labels=1)
         acc.update_scores(scores[perm[n_cal:]], labels[perm[n_cal:]])
         cov.append(acc.compute().class_coverage[0])
@@ -121,9 +121,10 @@ def _split_coverage(n_cal, splits, pool=60, seed=0, fitting="cross"):
     return torch.stack(cov).mean(0), torch.stack(bound).mean(0)
 
 
-@pytest.mark.parametrize("n_cal, fitting", [(10, "cross"), (50, "cross"), (10, "split"), (50, "split")])
-def test_coverage_guarantee_over_200_random_splits(n_cal, fitting):
-    cov, bound = _split_coverage(n_cal, splits=200, fitting=fitting)
+@pytest.mark.parametrize("n_cal, fitting, grid", [(10, "cross", 1), (50, "cross", 1), (10, "split", 1),
+                                                  (50, "split", 1), (10, "cross", 2), (50, "cross", 3)])
+def test_coverage_guarantee_over_200_random_splits(n_cal, fitting, grid):
+    cov, bound = _split_coverage(n_cal, splits=200, fitting=fitting, grid=grid)
     assert bool((cov >= 1 - ALPHA - TOL).all()), cov
     assert bool((cov <= bound + TOL).all()), (cov, bound)
     assert bool((bound < 1 - ALPHA + 0.02).all()), bound  # pooled levels: a tight guarantee, not a full set

@@ -3,18 +3,26 @@ import pytest
 
 from conftest import write_prediction_folder
 from segcal.cli.main import main
-from segcal.conformal.memory import BASE, PER_CLASS_PIXEL, PER_PIXEL_IMAGE, estimate_peak_bytes
+from segcal.conformal.memory import BASE, FULL_RES, PER_CLASS_BLOCK, PER_SCORE, estimate_peak_bytes
 from segcal.pipeline import memory
 from segcal.pipeline.sources import folder_source
 
+GIB = 2**30
 
-def test_estimate_grows_with_classes_pixels_and_images():
+
+def test_estimate_grows_with_classes_pixels_images_and_shrinks_with_the_grid():
     small = estimate_peak_bytes("pixel", 2, (8, 8), 10)
-    assert small == BASE + PER_CLASS_PIXEL["pixel"] * 2 * 64 + PER_PIXEL_IMAGE * 10 * 64
-    assert estimate_peak_bytes("pixel", 19, (512, 1024), 12) > 6 * 2**30  # measured 5.4 GiB
-    assert estimate_peak_bytes("image", 19, (512, 1024), 12) < 1.2 * 2**30  # measured 1.1 GiB
-    assert estimate_peak_bytes("local", 19, (512, 1024), 12) > 50 * 2**30  # measured 4.1 GiB at a 16th the size
+    assert small == BASE + 2 * 64 * (FULL_RES + PER_CLASS_BLOCK["pixel"]) + PER_SCORE * 10 * 64
+    assert estimate_peak_bytes("pixel", 19, (512, 1024), 12) > 6 * GIB  # measured 5.4 GiB
+    assert estimate_peak_bytes("image", 19, (512, 1024), 12) < 1.2 * GIB  # measured 1.1 GiB
+    assert estimate_peak_bytes("local", 19, (512, 1024), 12) > 50 * GIB
     assert estimate_peak_bytes("custom-grouping", 2, (8, 8), 1) == estimate_peak_bytes("kmeans", 2, (8, 8), 1)
+    # a grid of 4 keeps a 16th of the per-block statistics (7 × 7 blocks of an odd image)
+    gridded = estimate_peak_bytes("local", 2, (25, 27), 3, grid=4)
+    assert gridded == BASE + 2 * (FULL_RES * 25 * 27 + PER_CLASS_BLOCK["local"] * 7 * 7) + PER_SCORE * 3 * 25 * 27
+    # exact scores are held up to max_exact_scores per part, then binned
+    many = estimate_peak_bytes("kmeans", 2, (100, 100), 10**6, max_exact_scores=1000)
+    assert many == estimate_peak_bytes("kmeans", 2, (100, 100), 0) + PER_SCORE * 2 * 1000
 
 
 def test_refusal_names_the_methods_that_fit(tmp_path, monkeypatch, capsys):
@@ -22,9 +30,9 @@ def test_refusal_names_the_methods_that_fit(tmp_path, monkeypatch, capsys):
     source = folder_source(tmp_path / "p")
     assert memory.memory_plan(source, "temperature") is None  # recalibration: no per-pixel state
     need_pixel = estimate_peak_bytes("pixel", 2, (8, 8), 6)
-    monkeypatch.setattr(memory, "available_bytes", lambda: int(need_pixel / memory.HEADROOM) - 1)
+    monkeypatch.setattr(memory, "available_bytes", lambda: int((need_pixel - 1) / memory.HEADROOM))
     with pytest.raises(memory.MemoryBudgetError, match=r"pixel on 6 images of 2 classes at 8×8 needs about .* "
-                                                        r"--method image or kandinsky-kmeans"):
+                                                        r"--method image or --method kandinsky-kmeans"):
         memory.check_memory(source, "pixel")
     memory.check_memory(source, "image")  # fits
     args = ["calibrate", "--predictions", str(tmp_path / "p"), "--method", "pixel", "--no-progress"]
@@ -34,3 +42,28 @@ def test_refusal_names_the_methods_that_fit(tmp_path, monkeypatch, capsys):
     assert main([*args, "--no-memory-check"]) == 0
     monkeypatch.setattr(memory, "available_bytes", lambda: None)  # unknown: no check
     memory.check_memory(source, "local")
+
+
+def test_max_memory_budget_suggests_the_calibration_grid(tmp_path, capsys):
+    write_prediction_folder(tmp_path / "p", n=6)
+    source = folder_source(tmp_path / "p")
+    local = estimate_peak_bytes("local", 2, (8, 8), 6)
+    gridded = estimate_peak_bytes("local", 2, (8, 8), 6, grid=2)
+    budget = (local + gridded) // 2  # the grid of 2 fits, the full resolution does not
+    with pytest.raises(memory.MemoryBudgetError, match=r"budget is .* \(--max-memory\): use .*--param grid=2"):
+        memory.check_memory(source, "local", max_bytes=budget)
+    memory.check_memory(source, "local", params={"grid": 2}, max_bytes=budget)
+    # pixelwise has no grid: the refusal points at the gridded methods that do not fit at full resolution
+    pixel, local4 = estimate_peak_bytes("pixel", 2, (8, 8), 6), estimate_peak_bytes("local", 2, (8, 8), 6, grid=4)
+    with pytest.raises(memory.MemoryBudgetError, match=r"use --method image or --method kandinsky-kmeans or "
+                                                        r"--method local --param grid=4, a smaller"):
+        memory.check_memory(source, "pixel", max_bytes=(pixel + local4) // 2)
+    args = ["calibrate", "--predictions", str(tmp_path / "p"), "--method", "local", "--no-progress",
+            "--max-memory", str(budget / GIB), "--out", str(tmp_path / "local.pt")]
+    assert main(args) == 2 and "--param grid=2" in capsys.readouterr().err
+    assert main([*args, "--param", "grid=2"]) == 0
+    out = capsys.readouterr().out
+    assert "estimated peak memory" in out and "(budget" in out and "grid: 2" in out
+    with pytest.raises(SystemExit):
+        main([*args, "--max-memory", "-1"])
+    assert "expected a number > 0" in capsys.readouterr().err

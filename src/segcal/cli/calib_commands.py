@@ -206,10 +206,11 @@ def calibrate(args: argparse.Namespace) -> int:
         raise ValueError("give a CHECKPOINT, or --predictions DIR with saved predictions")
     with writing(target):
         source, bundle = build_source(args, args.split)
-        _print_memory_plan(source, args)
-        bundle, record = run_calibrate(source, args.method, bundle=bundle, n_cal=args.n_cal,
-                                       params=_method_params(args), seed=args.seed, progress=not args.no_progress,
-                                       memory_check=not args.no_memory_check)
+        params = _method_params(args)
+        _print_memory_plan(source, args, params)
+        bundle, record = run_calibrate(source, args.method, bundle=bundle, n_cal=args.n_cal, params=params,
+                                       seed=args.seed, progress=not args.no_progress,
+                                       memory_check=not args.no_memory_check, max_memory=args.max_memory)
         path = save_bundle(bundle, target, None if args.predictions else args.checkpoint)
     out.print(f"fitted {args.method} on {record['n_cal']} calibration images in {record['seconds']:.1f} s",
               highlight=False)
@@ -226,14 +227,15 @@ def calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_memory_plan(source, args: argparse.Namespace) -> None:
-    """The memory estimate of a conformal method, before the pass."""
+def _print_memory_plan(source, args: argparse.Namespace, params: dict) -> None:
+    """The memory estimate of a conformal method and its budget, before the pass."""
     from segcal.pipeline.memory import GIB, memory_plan
 
-    plan = memory_plan(source, args.method, args.n_cal)
+    limit = None if args.max_memory is None else int(args.max_memory * GIB)
+    plan = memory_plan(source, args.method, args.n_cal, params, limit)
     if plan is not None:
-        have = "" if plan[1] is None else f" of {plan[1] / GIB:.1f} GiB available"
-        out.print(f"estimated peak memory: {plan[0] / GIB:.1f} GiB{have}", highlight=False)
+        budget = "" if plan[1] is None else f" (budget {plan[1] / GIB:.1f} GiB)"
+        out.print(f"estimated peak memory: {plan[0] / GIB:.1f} GiB{budget}", highlight=False)
 
 
 RISK_FLAGS = {"loss": "loss", "alpha": "alpha", "procedure": "procedure", "delta": "delta",

@@ -18,6 +18,17 @@ from segcal.methods import (
 SPLITS = ["train", "val", "cal", "test"]
 
 
+def _positive_float(text: str) -> float:
+    """An argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def _source_args(p: argparse.ArgumentParser, split: str, checkpoint_help: str) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", help=checkpoint_help)
     p.add_argument("--data", metavar="ROOT", help="dataset root when it moved since training (= data.root=ROOT)")
@@ -80,6 +91,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", metavar="FILE", help="output file (default: <checkpoint>.<method>.ckpt next to it)")
     p.add_argument("--no-memory-check", action="store_true", help="run a conformal method even when its memory "
                    "estimate exceeds the available memory")
+    p.add_argument("--max-memory", type=_positive_float, metavar="GIB", help="memory budget of a conformal method in "
+                   "GiB: refuse before the pass when the estimate exceeds it (default: 90%% of the available memory)")
     g = p.add_argument_group("risk control (--method risk | margin)")
     g.add_argument("--loss", help=f"risk: {' | '.join(RISK_LOSSES)} (default: fnr); margin: "
                    f"{' | '.join(MARGIN_LOSSES)} (default: cover = the outer mask holds the whole truth)")

@@ -33,6 +33,15 @@ def _dist_ready() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def location_histogram(num_classes: int, shape: tuple[int, ...], bins: ScoreBins | None) -> ScoreHistogram:
+    """An empty histogram for accumulating: compact counts per pixel, int64 for one pooled location."""
+    if math.prod(shape) == 1:
+        bins = bins or ScoreBins()
+        return ScoreHistogram(num_classes, shape, bins, torch.zeros(num_classes, *shape, bins.num_bins,
+                                                                    dtype=torch.long))
+    return ScoreHistogram(num_classes, shape, bins, compact=True)
+
+
 class ScoreBank:
     """Exact per-image scores: ``scores [N, H, W]`` float32 and ``labels [N, H, W]`` (``-1`` = no label)."""
 
@@ -67,6 +76,12 @@ class ScoreBank:
     def scores(self) -> torch.Tensor:
         self._consolidate()
         return self._scores[0]
+
+    @property
+    def raw_labels(self) -> torch.Tensor:
+        """Labels ``[N, H, W]`` as stored (int16, ``-1`` = no label)."""
+        self._consolidate()
+        return self._labels[0]
 
     @property
     def labels(self) -> torch.Tensor:
@@ -146,7 +161,7 @@ class ScoreBank:
         return out
 
     def to_histogram(self, bins: ScoreBins | None = None) -> ScoreHistogram:
-        hist = ScoreHistogram(self.num_classes, self.shape, bins, compact=True)
+        hist = location_histogram(self.num_classes, self.shape, bins)
         for s, y in zip(self._scores, self._labels):
             hist.update(s, y.long())
         return hist
@@ -182,7 +197,7 @@ class ScoreAccumulator:
 
     def _init_store(self, shape: tuple[int, ...]) -> None:
         if self.mode == "histogram":
-            self.store = ScoreHistogram(self.num_classes, shape, self.bins, compact=True)
+            self.store = location_histogram(self.num_classes, shape, self.bins)
         else:
             self.store = ScoreBank(self.num_classes, shape)
 

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from segcal.batch import calibration_batches
 from segcal.conformal.accumulate import DEFAULT_MAX_EXACT_SCORES, MODES, Mode, ScoreAccumulator, ScoreBank
 from segcal.conformal.diagnostics import TrivialThresholdWarning, trivial_message
+from segcal.conformal.grid import check_grid, grid_shape, to_blocks, upsample
 from segcal.conformal.grouping import PixelStatistics, get_grouping, normalise_group_map, pixel_statistics
 from segcal.conformal.parts import assign_parts
 from segcal.conformal.quantile import (
@@ -61,7 +62,9 @@ class ConformalCalibrator(Estimator):
     grouping images, from ``group_candidates``); ``split``, the share of images that fit a learned grouping;
     ``score``, a registered conformity score (``"lac"``: ``1 − p``); ``kind``/``head``, how predictions are
     given; ``mode``, score storage (``"exact"``, ``"histogram"`` or ``"auto"``: exact up to
-    ``max_exact_scores`` labelled pixels); ``bins`` (histogram bins, default :class:`ScoreBins`); ``seed``.
+    ``max_exact_scores`` labelled pixels); ``bins`` (histogram bins, default :class:`ScoreBins`); ``grid``, the
+    side of the pixel blocks a learned grouping is fitted on (:mod:`segcal.conformal.grid`; 1: every pixel);
+    ``seed``.
 
     Fitted attributes: ``num_classes_``, ``shape_`` ``(H, W)``, ``group_map_ [C, H, W]``, ``num_groups_``,
     ``scores_`` (pooled per class and group), ``image_scores_`` (per class, the fallback),
@@ -73,9 +76,9 @@ class ConformalCalibrator(Estimator):
                  marginal: bool = False,
                  kind: Kind = "logits", head: Head = "softmax", ignore_index: int = 255, mode: Mode = "auto",
                  bins: ScoreBins | None = None, max_exact_scores: int = DEFAULT_MAX_EXACT_SCORES,
-                 group_candidates: tuple[int, ...] = DEFAULT_GROUP_CANDIDATES, seed: int = 0) -> None:
+                 group_candidates: tuple[int, ...] = DEFAULT_GROUP_CANDIDATES, grid: int = 1, seed: int = 0) -> None:
         self.grouping, self.num_classes, self.num_groups, self.split = grouping, num_classes, num_groups, split
-        self.marginal = marginal
+        self.marginal, self.grid = marginal, grid
         self.score, self.kind, self.head, self.ignore_index = score, kind, head, ignore_index
         self.mode, self.bins, self.max_exact_scores = mode, bins, max_exact_scores
         self.group_candidates, self.seed = group_candidates, seed
@@ -93,6 +96,10 @@ class ConformalCalibrator(Estimator):
             raise ValueError(f"num_groups must be a positive int, None or 'auto', got {num_groups!r}")
         if num_groups == "auto" and (split is None or not spec.learned):
             raise ValueError("num_groups='auto' needs a learned grouping and a split (held-out images)")
+        if check_grid(self.grid) > 1 and not spec.learned:
+            raise ValueError(f"grid applies to learned groupings (kandinsky-*) and the local method; {self.grouping}"
+                             f" calibration keeps {'every pixel its own' if self.grouping == 'pixel' else 'no'}"
+                             " per-pixel statistics: use grid=1")
         self._check_common_params()
 
     def _check_common_params(self) -> None:
@@ -159,18 +166,29 @@ class ConformalCalibrator(Estimator):
             s, y = self._true_class_scores(preds, labels)
             s, y = s.cpu(), self._pooled(y.cpu())  # calibration statistics live on the CPU
             if not parts:
-                parts = {name: ScoreAccumulator(1 if self.marginal else num_classes, shape, self.mode,
+                parts = {name: ScoreAccumulator(1 if self.marginal else num_classes, self._stats_shape(shape),
+                                                self.mode,
                                                 self.bins or ScoreBins(), self.max_exact_scores)
                          for name in self._parts()}
             codes = self._part_codes(seen, s.shape[0])
             for index, acc in enumerate(parts.values()):
                 keep = codes == index
-                acc.update(s[keep], y[keep])
+                acc.update(*self._to_stats(s[keep], y[keep]))
             seen += s.shape[0]
         if sync_dist or (sync_dist is None and dist.is_available() and dist.is_initialized()):
             for acc in parts.values():
                 acc.all_reduce()
-        return self.fit_parts(parts, num_classes)
+        return self.fit_parts(parts, num_classes, shape)
+
+    def _stats_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """Where the accumulators keep statistics: one location for imagewise, else the calibration grid."""
+        return (1, 1) if self.grouping == "image" else grid_shape(shape, self.grid)
+
+    def _to_stats(self, scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores and labels ``[N, H, W]`` laid out for :meth:`_stats_shape` (every pixel one location-image)."""
+        if self.grouping == "image":
+            return scores.reshape(-1, 1, 1), labels.reshape(-1, 1, 1)
+        return to_blocks(scores, labels, self.grid)
 
     def _true_class_scores(self, preds: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``scores_at_labels`` of a batch, a few images at a time (every class's scores of a whole batch of
@@ -195,22 +213,28 @@ class ConformalCalibrator(Estimator):
                                            if self.marginal else bank)
         parts = {}
         for index, name in enumerate(self._parts()):
-            acc = ScoreAccumulator.wrap(bank.subset(torch.nonzero(codes == index).flatten()))
+            part = bank.subset(torch.nonzero(codes == index).flatten())
+            acc = ScoreAccumulator.wrap(ScoreBank(part.num_classes, grid_shape(bank.shape, self.grid),
+                                                  *to_blocks(part.scores, part.labels, self.grid)))
             parts[name] = acc.to_histogram() if self.mode == "histogram" else acc
-        return self.fit_parts(parts, classes)
+        return self.fit_parts(parts, classes, bank.shape)
 
-    def fit_parts(self, parts: dict[str, ScoreAccumulator], num_classes: int | None = None) -> ConformalCalibrator:
-        """Fit the grouping and the thresholds from accumulated scores (``"cal"``, ``"fit"``, ``"val"``);
-        ``num_classes``: the model's (the parts hold one pooled class when ``marginal``)."""
+    def fit_parts(self, parts: dict[str, ScoreAccumulator], num_classes: int | None = None,
+                  shape: tuple[int, int] | None = None) -> ConformalCalibrator:
+        """Fit the grouping and the thresholds from accumulated scores (``"cal"``, ``"fit"``, ``"val"``; on the
+        calibration grid, see :mod:`segcal.conformal.grid`); ``num_classes``: the model's (the parts hold one
+        pooled class when ``marginal``); ``shape``: the images' (default: the parts'))."""
         if any(acc.store is not None and not acc.exact for acc in parts.values()):
             for acc in parts.values():
                 acc.to_histogram()
         cal = parts["cal"]
-        need = {name: acc.num_images for name, acc in parts.items()}
+        c, (h, w) = cal.num_classes, cal.shape
+        shape = tuple(shape or (h, w))
+        cells = shape[0] * shape[1] if (h, w) == (1, 1) else self.grid**2  # location-images per image
+        need = {name: acc.num_images // cells for name, acc in parts.items()}
         if min(need.values()) == 0:
             raise ValueError(f"too few calibration images for the split: images per part {need}"
                              " (need at least one image in each)")
-        c, (h, w) = cal.num_classes, cal.shape
         image_scores = cal.pool(torch.zeros(c, h * w, dtype=torch.long), 1)
         if int(image_scores.group_counts().sum()) == 0:
             raise no_labels(self.ignore_index, "the calibration images")
@@ -226,16 +250,17 @@ class ConformalCalibrator(Estimator):
             stats = pixel_statistics(fit, spec.feature_levels)
         group_map, num_groups = normalise_group_map(spec.fn(stats, k, self.seed), c, (h, w))
         flat_map = group_map.view(c, -1)
-        pixelwise = torch.equal(flat_map, torch.arange(h * w).expand(c, -1))
-        self.num_classes_, self.shape_ = num_classes or c, (h, w)
-        self.group_map_, self.num_groups_ = group_map, num_groups
+        pixelwise = num_groups > 1 and torch.equal(flat_map, torch.arange(h * w).expand(c, -1))
+        self.num_classes_, self.shape_ = num_classes or c, shape
+        full = group_map.expand(c, *shape) if (h, w) == (1, 1) else upsample(group_map, self.grid, shape)
+        self.group_map_, self.num_groups_ = full.contiguous(), num_groups
         if pixelwise:
             self.scores_ = cal.per_pixel()
         else:  # one group (imagewise): the image-level pool already is the answer
             self.scores_ = image_scores if num_groups == 1 else cal.pool(flat_map, num_groups)
         self.image_scores_ = image_scores
         self.images_per_part_, self.group_selection_ = need, selection
-        self.fallback_pixels_ = fallback_pixels(self.scores_, group_map)
+        self.fallback_pixels_ = fallback_pixels(self.scores_, self.group_map_)
         self._cache, self._warned, self._fitted = {}, set(), True
         return self
 

@@ -24,6 +24,7 @@ import torch
 
 from segcal.conformal.accumulate import ScoreAccumulator
 from segcal.conformal.quantile import group_quantiles
+from segcal.stats.score_histogram import ScoreHistogram
 
 KANDINSKY_FEATURE_LEVELS = (0.6, 0.7, 0.8, 0.9)
 _BUILTIN_MODULES = ("segcal.conformal.grouping_kmeans", "segcal.conformal.grouping_annuli")
@@ -108,7 +109,10 @@ def pixel_statistics(acc: ScoreAccumulator, levels: tuple[float, ...]) -> PixelS
     c, (h, w) = acc.num_classes, acc.shape
     per_pixel = acc.per_pixel()
     counts = per_pixel.group_counts()  # [C, P]
-    curves = group_quantiles(per_pixel, lv, conformal=False)  # [L, C, P]
+    if isinstance(per_pixel, ScoreHistogram):  # class by class: temporaries of one class, not of all
+        curves = torch.cat([group_quantiles(per_pixel.class_histogram(k), lv, conformal=False) for k in range(c)], 1)
+    else:
+        curves = group_quantiles(per_pixel, lv, conformal=False)  # [L, C, P]
     image = group_quantiles(acc.pool(torch.zeros_like(counts), 1), lv, conformal=False)  # [L, C, 1]
     curves = torch.where(counts.unsqueeze(0) > 0, curves, image)
     return PixelStatistics(c, (h, w), lv, curves.view(len(levels), c, h, w), counts.view(c, h, w))

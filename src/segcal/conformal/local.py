@@ -103,6 +103,28 @@ def _class_cdf(whole: torch.Tensor, min_scores: int) -> tuple[torch.Tensor, torc
     return flat.view(h, w, b).to(torch.uint16), radius, window
 
 
+class ExactFold:
+    """A fold of exact scores ``[N, H, W]`` (float32) and labels (int16, ``< 0`` unlabelled) read as per-pixel
+    histograms one class at a time (:meth:`class_counts`), so no all-class histogram is ever held."""
+
+    def __init__(self, scores: torch.Tensor, labels: torch.Tensor, num_classes: int, bins: ScoreBins) -> None:
+        self.scores, self.labels, self.num_classes, self.bins = scores, labels, int(num_classes), bins
+        self.num_images, self.shape = scores.shape[0], tuple(scores.shape[1:])
+
+    def class_scores(self, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(pixel index [M], score [M])`` of the class-``c`` scores, pixel-major (every image's, per pixel)."""
+        mine = (self.labels == c).view(self.num_images, -1).T  # [P, N]: pixel-major order
+        pixel = torch.arange(mine.shape[0]).view(-1, 1).expand_as(mine)[mine]
+        return pixel, self.scores.view(self.num_images, -1).T[mine]
+
+    def class_counts(self, c: int) -> torch.Tensor:
+        """Per-pixel histogram of class ``c``: ``[H·W, B]`` int32."""
+        pixel, s = self.class_scores(c)
+        b = self.bins.num_bins
+        flat = torch.bincount(pixel * b + self.bins.index(s), minlength=self.scores[0].numel() * b)
+        return flat.view(-1, b).to(torch.int32)
+
+
 def local_cdfs(fit: ScoreHistogram, min_scores: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Quantised local CDFs of the fit histograms ``[C, H, W, B]``.
 
@@ -121,16 +143,16 @@ def local_cdfs(fit: ScoreHistogram, min_scores: int) -> tuple[torch.Tensor, torc
     return cdf, radius, window
 
 
-def cross_fit(folds: list[ScoreHistogram], min_scores: int, exact: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """K-fold cross-fitted local CDFs: windows and the stored CDF from every fold, levels out of fold.
 
     Windows come from the scores per pixel of all folds together (labels only); the returned
     ``cdf [C, H, W, B]`` (uint16) pools every fold, for test images. Each fold's scores get their levels
     from the CDF of the *other* folds over the same windows (never their own), pooled into
-    ``level_counts [C, LEVEL_STEPS + 1]``. With ``exact`` (per fold: scores and labels ``[N, H, W]``) a
-    level is interpolated inside the score's bin (linear in the logit, :func:`within_bin`), else it is the
-    CDF at the bin's upper edge. Also returns ``radius`` and ``window`` ``[C, H, W]``. Integral images of
+    ``level_counts [C, LEVEL_STEPS + 1]``. When every fold is an :class:`ExactFold` a level is interpolated
+    inside the score's bin (linear in the logit, :func:`within_bin`), else it is the CDF at the bin's upper
+    edge. Also returns ``radius`` and ``window`` ``[C, H, W]``. Integral images of
     bin-cumulated counts make every out-of-fold level a handful of look-ups.
     """
     c, (h, w), b = folds[0].num_classes, folds[0].shape, folds[0].bins.num_bins
@@ -140,6 +162,7 @@ def cross_fit(folds: list[ScoreHistogram], min_scores: int, exact: list[tuple[to
     counts = torch.zeros((c, LEVEL_STEPS + 1), dtype=torch.long)
     limit = sum(fold.num_images for fold in folds) * h * w  # at most one score per image and pixel
     pixels = torch.arange(h * w)
+    exact = all(isinstance(fold, ExactFold) for fold in folds)
     for k in range(c):
         owns = [_integral(fold.class_counts(k).view(h, w, b).cumsum(-1, dtype=torch.int32), limit)
                 for fold in folds]  # this class's integral image per fold
@@ -148,17 +171,14 @@ def cross_fit(folds: list[ScoreHistogram], min_scores: int, exact: list[tuple[to
             whole += own
         cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores)
         for j, fold in enumerate(folds):
-            if exact is None:  # every (pixel, bin) cell holding scores, weighted by its count
+            if not exact:  # every (pixel, bin) cell holding scores, weighted by its count
                 part = fold.class_counts(k).view(h, w, b)
                 ys, xs, bs = torch.nonzero(part, as_tuple=True)
                 weight, t = part[ys, xs, bs].long(), None
             else:  # every score, placed inside its bin
-                fold_scores, fold_labels = exact[j]
-                mine = (fold_labels == k).transpose(0, 2).transpose(0, 1)  # [H, W, N]: pixel-major order,
-                ys, xs, _ = torch.nonzero(mine, as_tuple=True)  # so look-ups walk the integral image once
-                s = fold_scores.permute(1, 2, 0)[mine]
-                bs = folds[j].bins.index(s)
-                weight, t = torch.ones_like(ys), within_bin(s, bs, folds[j].bins)
+                pixel, s = fold.class_scores(k)  # pixel-major: look-ups walk the integral image once
+                ys, xs, bs = pixel // w, pixel % w, fold.bins.index(s)
+                weight, t = torch.ones_like(ys), within_bin(s, bs, fold.bins)
             if ys.numel() == 0:
                 continue
             rest = torch.sub(whole, owns[j], out=owns[j])  # integral image of the other folds (owns[j] is spent)

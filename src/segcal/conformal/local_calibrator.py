@@ -17,12 +17,13 @@ import torch
 from segcal.conformal.accumulate import DEFAULT_MAX_EXACT_SCORES, Mode, ScoreAccumulator
 from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.diagnostics import trivial_message
-from segcal.conformal.local import cross_fit, level_counts, level_quantiles, local_cdfs, local_thresholds
+from segcal.conformal.grid import check_grid, upsample
+from segcal.conformal.local import ExactFold, cross_fit, level_counts, level_quantiles, local_cdfs, local_thresholds
 from segcal.conformal.parts import fold_parts
 from segcal.conformal.state import NC_CURVE_LEVELS, STATE_FORMAT
 from segcal.errors import no_labels
 from segcal.outputs import Head, Kind
-from segcal.stats.score_histogram import ScoreBins
+from segcal.stats.score_histogram import ScoreBins, ScoreHistogram
 
 AUTO_MIN_SCORES = (50, 2000)
 """``min_scores="auto"``: ``max(50, ⌈2000 / n⌉)`` for ``n`` calibration images (measured on CCP, see
@@ -42,7 +43,8 @@ class LocalCalibrator(ConformalCalibrator):
     :data:`AUTO_MIN_SCORES`); ``fitting`` (:data:`FITTINGS`) and ``folds``; ``split``, the share of images
     that fit the local CDFs (the others set the conformal level); ``score``, ``kind``, ``head``,
     ``ignore_index``, ``mode``, ``bins``, ``max_exact_scores``, ``seed``, ``marginal`` as
-    :class:`ConformalCalibrator`.
+    :class:`ConformalCalibrator`; ``grid``, the side of the pixel blocks the local CDFs are kept for
+    (:mod:`segcal.conformal.grid`; 1: every pixel, the default; windows are then counted in blocks).
 
     Fitted attributes: ``min_scores_`` (the number used), ``num_classes_``, ``shape_``,
     ``cdf_ [C, H, W, B]`` (uint16 local CDFs),
@@ -56,8 +58,9 @@ class LocalCalibrator(ConformalCalibrator):
                  fitting: str = "cross", folds: int = DEFAULT_FOLDS, split: float = DEFAULT_LOCAL_SPLIT,
                  score: str = "lac", marginal: bool = False, kind: Kind = "logits",
                  head: Head = "softmax", ignore_index: int = 255, mode: Mode = "auto", bins: ScoreBins | None = None,
-                 max_exact_scores: int = DEFAULT_MAX_EXACT_SCORES, seed: int = 0) -> None:
+                 max_exact_scores: int = DEFAULT_MAX_EXACT_SCORES, grid: int = 1, seed: int = 0) -> None:
         self.num_classes, self.marginal, self.min_scores, self.fitting = num_classes, marginal, min_scores, fitting
+        self.grid = grid
         self.folds, self.split = folds, split
         self.score, self.kind, self.head, self.ignore_index = score, kind, head, ignore_index
         self.mode, self.bins, self.max_exact_scores, self.seed = mode, bins, max_exact_scores, seed
@@ -78,6 +81,7 @@ class LocalCalibrator(ConformalCalibrator):
         if self.split is None or not 0 < self.split < 1:
             raise ValueError(f"split must lie strictly between 0 and 1 (the share of images fitting the local "
                              f"CDFs), got {self.split!r}")
+        check_grid(self.grid)
         self._check_common_params()
 
     @property
@@ -94,9 +98,9 @@ class LocalCalibrator(ConformalCalibrator):
 
     @property
     def num_groups_(self) -> int:
-        """Every pixel has its own neighbourhood: ``H·W`` (as pixelwise)."""
+        """Every pixel (or block of the calibration grid) has its own neighbourhood."""
         self.check_is_fitted()
-        return self.shape_[0] * self.shape_[1]
+        return self.radius_[0].numel()
 
     def _parts(self) -> tuple[str, ...]:
         if self.fitting == "cross":
@@ -108,32 +112,31 @@ class LocalCalibrator(ConformalCalibrator):
             return fold_parts(first, n, self.folds)
         return super()._part_codes(first, n)
 
-    def fit_parts(self, parts: dict[str, ScoreAccumulator], num_classes: int | None = None) -> LocalCalibrator:
+    def fit_parts(self, parts: dict[str, ScoreAccumulator], num_classes: int | None = None,
+                  shape: tuple[int, int] | None = None) -> LocalCalibrator:
         """Cross-fit the folds (``fitting="cross"``), or fit local CDFs on ``parts["fit"]`` and the conformal
-        levels on ``parts["cal"]`` (``"split"``)."""
-        need = {name: acc.num_images for name, acc in parts.items()}
+        levels on ``parts["cal"]`` (``"split"``); the parts are on the calibration grid of images ``shape``."""
+        need = {name: acc.num_images // self.grid**2 for name, acc in parts.items()}
         used = sum(n > 0 for n in need.values())
         if (self.fitting == "cross" and used < 2) or min(need.values()) == 0 and self.fitting == "split":
             raise ValueError(f"too few calibration images for the local method: images per part {need} "
                              "(it needs at least 2 images: local CDFs come from other images than the levels)")
         bins = self.bins or ScoreBins()
-        hists = {name: _histogram(acc, bins) for name, acc in parts.items() if acc.num_images}
+        self.interpolated_ = self.fitting == "cross" and all(acc.exact for acc in parts.values())
+        hists = {name: _fold(acc, bins, self.interpolated_) for name, acc in parts.items() if acc.num_images}
         n = sum(need.values())
         floor, budget = AUTO_MIN_SCORES
         self.min_scores_ = max(floor, -(-budget // n)) if self.min_scores == "auto" else self.min_scores
-        self.interpolated_ = self.fitting == "cross" and all(acc.exact for acc in parts.values())
         if self.fitting == "cross":
-            exact = ([(parts[name].store.scores, parts[name].store.labels) for name in hists]
-                     if self.interpolated_ else None)
             self.cdf_, self.radius_, self.window_counts_, self.level_counts_ = cross_fit(
-                list(hists.values()), self.min_scores_, exact)
+                list(hists.values()), self.min_scores_)
         else:
             self.cdf_, self.radius_, self.window_counts_ = local_cdfs(hists["fit"], self.min_scores_)
             self.level_counts_ = level_counts(self.cdf_, hists["cal"])
         if int(self.window_counts_.max()) == 0:
             raise no_labels(self.ignore_index, "the calibration images")
         first = next(iter(hists.values()))
-        self.num_classes_, self.shape_ = num_classes or first.num_classes, tuple(first.shape)
+        self.num_classes_, self.shape_ = num_classes or first.num_classes, tuple(shape or first.shape)
         self.images_per_part_ = need
         self.fallback_pixels_ = (self.window_counts_ < self.min_scores_).flatten(1).sum(1)
         self._cache, self._warned, self._fitted = {}, set(), True
@@ -141,19 +144,19 @@ class LocalCalibrator(ConformalCalibrator):
 
     def _thresholds_at(self, levels: torch.Tensor) -> torch.Tensor:
         """Per-pixel score thresholds ``[A, C or 1, H, W]`` at coverage levels ``[A]``."""
-        return local_thresholds(self.cdf_, level_quantiles(self.level_counts_, levels), self.bins or ScoreBins(),
-                                self.interpolated_)
+        out = local_thresholds(self.cdf_, level_quantiles(self.level_counts_, levels), self.bins or ScoreBins(),
+                               self.interpolated_)
+        return upsample(out, self.grid, self.shape_)
 
     def trivial_warning(self, alpha: float, thresholds: torch.Tensor | None = None) -> str | None:
         thresholds = self.thresholds(alpha) if thresholds is None else thresholds
         return trivial_message(thresholds, alpha, False, self.n_cal_)
 
     def window_sides(self) -> torch.Tensor:
-        """Side of each pixel's window in pixels ``[C, H, W]`` (``2r + 1``, clipped to the image)."""
+        """Side of each pixel's window in pixels ``[C, H, W]`` (``(2r + 1)·grid``, clipped to the image)."""
         self.check_is_fitted()
-        h, w = self.shape_
-        side = 2 * self.radius_ + 1
-        return torch.minimum(side, torch.tensor(max(h, w)))
+        side = torch.minimum((2 * self.radius_ + 1) * self.grid, torch.tensor(max(self.shape_)))
+        return upsample(side, self.grid, self.shape_)
 
     @property
     def info_(self) -> dict[str, Any]:
@@ -161,7 +164,7 @@ class LocalCalibrator(ConformalCalibrator):
         sides = self.window_sides().double().flatten(1)
         return {"method": "local", "grouping": "local", "score": self.score, "marginal": self.marginal,
                 "min_scores": self.min_scores_,
-                "fitting": self.fitting, "folds": self.folds, "split": self.split, "seed": self.seed,
+                "fitting": self.fitting, "folds": self.folds, "split": self.split, "grid": self.grid, "seed": self.seed,
                 "n_cal": self.n_cal_,
                 "images_per_part": dict(self.images_per_part_), "storage": "histogram",
                 "num_groups": self.num_groups_, "window_side_median": [float(v) for v in sides.median(1).values],
@@ -208,9 +211,11 @@ def local_params(state: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _histogram(acc: ScoreAccumulator, bins: ScoreBins):
-    """The accumulator's scores as per-pixel histograms ``[C, H, W, B]`` with ``bins``."""
+def _fold(acc: ScoreAccumulator, bins: ScoreBins, exact: bool) -> ScoreHistogram | ExactFold:
+    """The accumulator's scores as an :class:`ExactFold` (``exact``) or per-pixel histograms ``[C, H, W, B]``."""
     store = acc.store
+    if exact:
+        return ExactFold(store.scores, store.raw_labels, store.num_classes, bins)
     if acc.exact:
         return store.to_histogram(bins)
     if store.bins != bins:

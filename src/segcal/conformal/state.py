@@ -22,7 +22,7 @@ from segcal.stats.score_histogram import ScoreBins, ScoreHistogram
 STATE_FORMAT = "segcal.conformal/1"
 NC_CURVE_LEVELS = 100
 PARAMS = ("grouping", "num_classes", "marginal", "num_groups", "split", "score", "kind", "head", "ignore_index",
-          "mode", "max_exact_scores", "seed")
+          "mode", "max_exact_scores", "grid", "seed")
 """Constructor parameters stored as they are (``bins`` and ``group_candidates`` are converted)."""
 
 

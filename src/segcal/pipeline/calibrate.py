@@ -26,8 +26,8 @@ from segcal.risk import MarginController, RiskController
 NOT_PARAMS = ("grouping", "num_classes", "kind", "head", "ignore_index", "seed", "bins")
 """Parameters segcal sets itself (from the method name, the data source and ``--seed``; ``bins`` is a
 Python object); the others are ``--param NAME=VALUE``."""
-GROUPING_PARAMS = ("num_groups", "split", "group_candidates")
-"""Parameters only learned groupings (kandinsky-*) have."""
+GROUPING_PARAMS = ("num_groups", "split", "group_candidates", "grid")
+"""Parameters only learned groupings (kandinsky-*) have (``grid`` is the local method's too)."""
 
 
 def method_params(method: str) -> dict[str, Any]:
@@ -99,19 +99,20 @@ def _progress(enabled: bool):
 
 def calibrate(source, method: str, *, bundle: CalibrationBundle | None = None, n_cal: int | None = None,
               params: dict[str, Any] | None = None, seed: int = 0, progress: bool = True,
-              memory_check: bool = True) -> tuple[CalibrationBundle, dict[str, Any]]:
+              memory_check: bool = True, max_memory: float | None = None) -> tuple[CalibrationBundle, dict[str, Any]]:
     """Fit ``method`` on ``source`` (its first ``n_cal`` images) and add it to ``bundle``.
 
     Returns the bundle and a history record ``{"method", "n_cal", "seconds", "info"}``.
     Recalibrating a bundle that already holds a conformal calibrator (or a recalibrator) is
     refused: the stored thresholds / probabilities would no longer match. ``memory_check``: refuse, before the
-    pass, a conformal method estimated to need more memory than is available (:mod:`segcal.pipeline.memory`).
+    pass, a conformal method estimated to need more memory than ``max_memory`` GiB (default: 90% of what is
+    available; :mod:`segcal.pipeline.memory`).
     """
     check_method(method)
-    if memory_check:
-        check_memory(source, method, n_cal)
-    bundle = bundle if bundle is not None else CalibrationBundle()
     params = dict(params or {})
+    if memory_check:
+        check_memory(source, method, n_cal, params, None if max_memory is None else int(max_memory * 2**30))
+    bundle = bundle if bundle is not None else CalibrationBundle()
     if n_cal is not None:
         source = source.subset(n_cal)
     start = time.time()

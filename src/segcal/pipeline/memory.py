@@ -1,19 +1,26 @@
-"""The up-front memory check of `segcal calibrate`: estimate (``segcal.conformal.memory``) against what the
-machine has available (``MemAvailable`` of ``/proc/meminfo``; no check where that cannot be read)."""
+"""The up-front memory check of `segcal calibrate`: estimate (``segcal.conformal.memory``) against a budget, by
+default 90% of what the machine has available (``MemAvailable`` of ``/proc/meminfo``; no check where that cannot
+be read), or ``--max-memory``."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from segcal.conformal.accumulate import DEFAULT_MAX_EXACT_SCORES
 from segcal.conformal.memory import estimate_peak_bytes
 from segcal.methods import CONFORMAL_METHODS
 
 GIB = 2**30
 HEADROOM = 0.9
-"""A run is refused when its estimate exceeds this share of the available memory."""
+"""Without ``--max-memory``, a run is refused when its estimate exceeds this share of the available memory."""
+GRIDS = (2, 4, 8, 16)
+"""Calibration grids a refusal may suggest (``--param grid=G``)."""
+GRIDDED = ("local", "kandinsky-kmeans")
+"""Methods with a calibration grid, suggested when no method fits at full resolution."""
 
 
 class MemoryBudgetError(ValueError, MemoryError):
-    """A run refused before it starts because its memory estimate exceeds the available memory."""
+    """A run refused before it starts because its memory estimate exceeds the budget."""
 
 
 def available_bytes() -> int | None:
@@ -27,28 +34,57 @@ def available_bytes() -> int | None:
     return None
 
 
-def memory_plan(source, method: str, n_cal: int | None = None) -> tuple[int, int | None] | None:
-    """``(estimated peak bytes, available bytes or None)`` of calibrating ``method`` on ``source``; ``None`` for
-    methods without per-pixel state (recalibration, risk control: their memory does not grow with the image)."""
+def _estimate(source, method: str, images: int, params: dict[str, Any]) -> int:
+    return estimate_peak_bytes(CONFORMAL_METHODS[method][0], source.num_classes, tuple(source.image_size), images,
+                               int(params.get("grid", 1)),
+                               int(params.get("max_exact_scores", DEFAULT_MAX_EXACT_SCORES)))
+
+
+def memory_plan(source, method: str, n_cal: int | None = None, params: dict[str, Any] | None = None,
+                max_bytes: int | None = None) -> tuple[int, int | None] | None:
+    """``(estimated peak bytes, budget bytes or None)`` of calibrating ``method`` on ``source``; ``None`` for
+    methods without per-pixel state (recalibration, risk control: their memory does not grow with the image).
+    The budget is ``max_bytes`` when given, else :data:`HEADROOM` of the available memory."""
     if method not in CONFORMAL_METHODS:
         return None
-    images = n_cal or len(source)
-    grouping = CONFORMAL_METHODS[method][0]
-    return estimate_peak_bytes(grouping, source.num_classes, tuple(source.image_size), images), available_bytes()
+    if max_bytes is None:
+        have = available_bytes()
+        max_bytes = None if have is None else int(HEADROOM * have)
+    return _estimate(source, method, n_cal or len(source), params or {}), max_bytes
 
 
-def check_memory(source, method: str, n_cal: int | None = None) -> None:
-    """:class:`MemoryBudgetError` naming what would fit when ``method`` is estimated to need more memory than is
-    available."""
-    plan = memory_plan(source, method, n_cal)
-    if plan is None or plan[1] is None or plan[0] <= HEADROOM * plan[1]:
+def alternatives(source, method: str, images: int, params: dict[str, Any], budget: int) -> list[str]:
+    """What would fit ``budget``, most relevant first: a coarser calibration grid of ``method`` (when it has one),
+    other methods at full resolution, else the smallest grid of the :data:`GRIDDED` methods."""
+    def grid_of(m: str) -> int | None:
+        return next((g for g in GRIDS if g > int(params.get("grid", 1))
+                     and _estimate(source, m, images, {**params, "grid": g}) <= budget), None)
+    gridded = CONFORMAL_METHODS[method][0] not in ("pixel", "image")
+    own = grid_of(method) if gridded else None
+    fits = [f"--param grid={own}"] if own else []
+    full = [m for m in CONFORMAL_METHODS if m != method and _estimate(source, m, images, {**params, "grid": 1})
+            <= budget]
+    fits += [f"--method {m}" for m in full[:2]]
+    for m in [] if gridded else [m for m in GRIDDED if m not in full]:
+        grid = grid_of(m)
+        fits += [f"--method {m} --param grid={grid}"] if grid else []
+    return fits
+
+
+def check_memory(source, method: str, n_cal: int | None = None, params: dict[str, Any] | None = None,
+                 max_bytes: int | None = None) -> None:
+    """:class:`MemoryBudgetError` naming what would fit when ``method`` is estimated to need more memory than the
+    budget (``max_bytes``, or :data:`HEADROOM` of the available memory)."""
+    params = params or {}
+    plan = memory_plan(source, method, n_cal, params, max_bytes)
+    if plan is None or plan[1] is None or plan[0] <= plan[1]:
         return
-    need, have = plan
+    need, budget = plan
     h, w = source.image_size
     images = n_cal or len(source)
-    fits = [m for m in CONFORMAL_METHODS if m != method and
-            estimate_peak_bytes(CONFORMAL_METHODS[m][0], source.num_classes, (h, w), images) <= HEADROOM * have]
+    fits = alternatives(source, method, images, params, budget)
+    what = "--max-memory" if max_bytes is not None else "90% of the available memory"
     raise MemoryBudgetError(
         f"{method} on {images} images of {source.num_classes} classes at {h}×{w} needs about {need / GIB:.1f} GiB "
-        f"but {have / GIB:.1f} GiB is available: use " + (f"--method {' or '.join(fits[:3])}, " if fits else "")
+        f"but the budget is {budget / GIB:.1f} GiB ({what}): use " + (f"{' or '.join(fits)}, " if fits else "")
         + "a smaller data.image_size (predict at a lower resolution), or pass --no-memory-check to try anyway")

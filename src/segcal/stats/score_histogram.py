@@ -182,6 +182,11 @@ class ScoreHistogram:
         size = self.num_locations * self.bins.num_bins
         return self._store.dense(c * size, (c + 1) * size).view(self.num_locations, self.bins.num_bins)
 
+    def class_histogram(self, c: int) -> ScoreHistogram:
+        """Class ``c`` alone, as a dense one-class histogram ``[1, *shape, B]``."""
+        counts = self.class_counts(c).view(1, *self.shape, self.bins.num_bins)
+        return ScoreHistogram(1, self.shape, self.bins, counts, self.num_images)
+
     def reshaped(self, shape: tuple[int, ...]) -> ScoreHistogram:
         """The same counts (shared storage) seen with locations ``shape`` of the same size."""
         if math.prod(shape) != self.num_locations:
