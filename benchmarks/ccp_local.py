@@ -8,6 +8,8 @@ the plain ``local`` is the default setting. ::
     python benchmarks/ccp_local.py --runs /work/runs           # --data: ../shared/data/ccp by default
     python benchmarks/ccp_local.py --configs ccp_person --n-cals 10,50,200 --repeats 2 \
         --variants 50:0.5,100:0.5,100:0.75,200:0.5                       # the settings study
+    python benchmarks/ccp_local.py --baselines kandinsky-kmeans --grids 2,4 --n-cals 10,50,200 --repeats 3 \
+        --out benchmarks/results/ccp_grid.json                            # the calibration grid's effect
 
 Writes ``benchmarks/results/ccp_local.json`` (every record, mean ± std per method and n_cal) and prints
 markdown tables: mean CE ± std · full sets at 0.9 · coverage at 0.9.
@@ -43,10 +45,13 @@ def scored(ckpt: Path, data: str, score: str = "lac") -> tuple[ScoreBank, list, 
     return pool, tests, cal.num_classes
 
 
-def factories(num_classes: int, variants: list[tuple[int, float]], baselines: list[str], score: str = "lac"
-              ) -> dict:
+def factories(num_classes: int, variants: list[tuple[int, float]], baselines: list[str], score: str = "lac",
+              grids: tuple[int, ...] = ()) -> dict:
     out = {m: (lambda m=m: make_conformal(m, num_classes, score=score)) for m in baselines}
     out["local"] = lambda: LocalCalibrator(num_classes, score=score)
+    for g in grids:  # the calibration grid: statistics on g × g blocks
+        for m in [m for m in baselines if m.startswith("kandinsky")] + ["local"]:
+            out[f"{m}-grid{g}"] = lambda m=m, g=g: make_conformal(m, num_classes, score=score, grid=g)
     for m, split in variants:
         out[f"local-m{m}-s{split:g}"] = lambda m=m, split=split: LocalCalibrator(num_classes, min_scores=m,
                                                                                    split=split, score=score)
@@ -93,6 +98,7 @@ def main() -> None:
     p.add_argument("--baselines", default="pixel,image,kandinsky-kmeans")
     p.add_argument("--variants", default="", help="extra local settings min_scores:split,...")
     p.add_argument("--score", default="lac", help="conformity score of every method: lac, aps or raps")
+    p.add_argument("--grids", default="", help="calibration grids of kandinsky-* and local to add, e.g. 2,4")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--tables", action="store_true", help="only print the tables of --out")
     p.add_argument("--sizes", action="store_true", help="tables with the mean set size instead of full sets")
@@ -107,7 +113,8 @@ def main() -> None:
     for config in args.configs.split(","):
         start = time.time()
         pool, tests, num_classes = scored(checkpoint(config, args.data, args.runs), args.data, args.score)
-        makers = factories(num_classes, variants, baselines, args.score)
+        makers = factories(num_classes, variants, baselines, args.score,
+                           tuple(int(g) for g in args.grids.split(",") if g))
         records = []
         for n in n_cals:
             for r in range(args.repeats):

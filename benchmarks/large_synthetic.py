@@ -68,7 +68,8 @@ def child(method: str, grid: int, images: int, classes: int, h: int, w: int, che
         stream = with_reference(stream)
     cp.fit(stream)
     q = cp.thresholds(0.1)
-    out = {"seconds": time.perf_counter() - start, "n_cal": cp.n_cal_, "storage": cp.info_.get("storage")}
+    out = {"calibrate_seconds": round(time.perf_counter() - start, 1), "n_cal": cp.n_cal_,
+           "storage": cp.info_.get("storage")}
     if reference is not None:
         compact = cp.scores_  # per-pixel histogram [C, H·W, B] (compact counts)
         rows = torch.arange(CROP).view(-1, 1) * w + torch.arange(CROP)  # crop pixels in the full image

@@ -1,15 +1,22 @@
-"""The calibration grid: block statistics for learned groupings and the local method, mapped back to pixels."""
+"""Where statistics live: the calibration grid (blocks for learned groupings and the local method, mapped back
+to pixels) and the one pooled location of imagewise calibration."""
 import pytest
 import torch
 
 from planted import planted_logits, ring_map
 from segcal.calibrated import CalibrationBundle, load_bundle, save_bundle
 from segcal.conformal.accumulate import ScoreBank
-from segcal.conformal.calibrator import ConformalCalibrator, KandinskyCalibrator, PixelwiseCalibrator
-from segcal.conformal.grid import grid_shape, to_blocks, upsample
+from segcal.conformal.calibrator import (
+    ConformalCalibrator,
+    ImagewiseCalibrator,
+    KandinskyCalibrator,
+    PixelwiseCalibrator,
+)
+from segcal.conformal.grid import POOLED_BINS, grid_shape, to_blocks, upsample
 from segcal.conformal.local_calibrator import LocalCalibrator
 from segcal.conformal.quantile import SortedScores
 from segcal.conformal.scores import class_scores, scores_at_labels
+from segcal.conformal.state import nc_curves_of
 
 
 def test_blocks_hold_every_pixel_once_and_pad_unlabelled():
@@ -87,3 +94,26 @@ def test_kmeans_grid_state_and_sweep_path_agree(tmp_path):
 def test_bad_grids_are_one_clear_error(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_imagewise_pools_one_location_and_bins_finely_past_its_budget():
+    logits, labels = data(60)
+    exact = ImagewiseCalibrator(2, mode="exact").fit([(logits, labels)])
+    binned = ImagewiseCalibrator(2, max_exact_scores=1000).fit([(logits, labels)])
+    assert exact.info_["storage"] == "exact" and binned.info_["storage"] == "histogram"
+    assert binned.scores_.bins.num_bins == POOLED_BINS and binned.scores_.counts.numel() == 2 * POOLED_BINS
+    assert binned.group_map_.shape == (2, 13, 11) and binned.n_cal_ == exact.n_cal_ == 60
+    for alpha in (0.05, 0.1, 0.3):
+        q_exact, q_binned = exact.thresholds(alpha), binned.thresholds(alpha)
+        assert bool((q_binned >= q_exact).all()) and float((q_binned - q_exact).max()) <= 2.1e-4
+
+
+def test_gridded_group_maps_are_stored_per_block():
+    logits, labels = data()
+    cp = KandinskyCalibrator("kmeans", 2, num_groups=3, grid=3).fit([(logits, labels)])
+    state = cp.state_dict(include_curves="dense")
+    assert tuple(state["group_map"].shape) == (2, 5, 4)  # ⌈13/3⌉ × ⌈11/3⌉ blocks
+    assert torch.equal(ConformalCalibrator.from_state_dict(state).group_map_, cp.group_map_)
+    assert state["nc_curves"].shape == (100, 2, 13, 11)
+    del state["nc_curves"]
+    assert torch.equal(nc_curves_of(state), cp.nc_curves())

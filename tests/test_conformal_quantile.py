@@ -1,13 +1,14 @@
 """Finite-sample conformal quantiles: exact mode = direct sort, histogram mode ≥ exact within the gap."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from planted import block_map, planted_logits
 from segcal.conformal.accumulate import ScoreAccumulator, ScoreBank
 from segcal.conformal.calibrator import ImagewiseCalibrator, KandinskyCalibrator, PixelwiseCalibrator
-from segcal.conformal.quantile import SortedScores, conformal_rank, group_quantiles
+from segcal.conformal.quantile import SortedScores, conformal_rank, group_quantiles, grouped_sorted_values
 from segcal.conformal.scores import label_scores
 from segcal.stats.score_histogram import ScoreBins
 
@@ -104,3 +105,18 @@ def test_accumulator_auto_switches_to_histogram_and_matches():
     assert len(bank.subset([0, 3])) == 2 and torch.equal(bank.subset([3]).scores[0], s[3])
     with pytest.raises(ValueError, match="n_cal=21"):
         bank.sample(21)
+
+
+@pytest.mark.parametrize("negative", [False, True])
+def test_grouped_sort_equals_a_lexicographic_sort(negative):
+    g = torch.Generator().manual_seed(0)
+    values = torch.rand(5000, generator=g)
+    values[:50] = 0.0
+    values[50:60] = -0.0  # sorts as 0
+    values[60:200] = values[200:340]  # ties
+    if negative:  # scores below 0 (a custom score): the two-sort path
+        values[400:500] -= 2
+    keys = torch.randint(0, 70, (5000,), generator=g)
+    got = grouped_sorted_values(keys, values)
+    ref = np.lexsort((values.numpy(), keys.numpy()))
+    assert torch.equal(got, values[torch.from_numpy(ref)])  # −0.0 == 0.0

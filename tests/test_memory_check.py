@@ -3,7 +3,17 @@ import pytest
 
 from conftest import write_prediction_folder
 from segcal.cli.main import main
-from segcal.conformal.memory import BASE, FULL_RES, PER_CLASS_BLOCK, PER_SCORE, estimate_peak_bytes
+from segcal.conformal.memory import (
+    BASE,
+    BINNED,
+    EXACT,
+    FULL_RES,
+    HELD,
+    PARTS,
+    PER_BLOCK,
+    PER_SCORE,
+    estimate_peak_bytes,
+)
 from segcal.pipeline import memory
 from segcal.pipeline.sources import folder_source
 
@@ -12,17 +22,18 @@ GIB = 2**30
 
 def test_estimate_grows_with_classes_pixels_images_and_shrinks_with_the_grid():
     small = estimate_peak_bytes("pixel", 2, (8, 8), 10)
-    assert small == BASE + 2 * 64 * (FULL_RES + PER_CLASS_BLOCK["pixel"]) + PER_SCORE * 10 * 64
-    assert estimate_peak_bytes("pixel", 19, (512, 1024), 12) > 6 * GIB  # measured 5.4 GiB
-    assert estimate_peak_bytes("image", 19, (512, 1024), 12) < 1.2 * GIB  # measured 1.1 GiB
-    assert estimate_peak_bytes("local", 19, (512, 1024), 12) > 50 * GIB
+    assert small == BASE + 2 * 64 * (FULL_RES + EXACT["pixel"]) + PER_SCORE["pixel"] * 10 * 64
+    assert estimate_peak_bytes("pixel", 19, (512, 1024), 12) > 5.4 * GIB  # measured 5.4 GiB
+    assert estimate_peak_bytes("image", 19, (512, 1024), 500) < 1.1 * GIB  # measured 0.97 GiB
+    assert 7.1 * GIB < estimate_peak_bytes("kmeans", 19, (512, 1024), 500) < 8 * GIB  # measured 7.09 GiB
     assert estimate_peak_bytes("custom-grouping", 2, (8, 8), 1) == estimate_peak_bytes("kmeans", 2, (8, 8), 1)
     # a grid of 4 keeps a 16th of the per-block statistics (7 × 7 blocks of an odd image)
     gridded = estimate_peak_bytes("local", 2, (25, 27), 3, grid=4)
-    assert gridded == BASE + 2 * (FULL_RES * 25 * 27 + PER_CLASS_BLOCK["local"] * 7 * 7) + PER_SCORE * 3 * 25 * 27
-    # exact scores are held up to max_exact_scores per part, then binned
+    assert gridded == (BASE + 2 * FULL_RES * 25 * 27 + (2 * EXACT["local"] + PER_BLOCK["local"]) * 7 * 7
+                       + PER_SCORE["local"] * 3 * 25 * 27)
+    # past max_exact_scores per part the parts hold compact histograms and the exact scores being binned
     many = estimate_peak_bytes("kmeans", 2, (100, 100), 10**6, max_exact_scores=1000)
-    assert many == estimate_peak_bytes("kmeans", 2, (100, 100), 0) + PER_SCORE * 2 * 1000
+    assert many == BASE + 2 * 10**4 * (FULL_RES + BINNED["kmeans"]) + HELD * 1000 * PARTS["kmeans"]
 
 
 def test_refusal_names_the_methods_that_fit(tmp_path, monkeypatch, capsys):

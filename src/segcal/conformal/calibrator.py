@@ -28,7 +28,7 @@ import torch.distributed as dist
 from segcal.batch import calibration_batches
 from segcal.conformal.accumulate import DEFAULT_MAX_EXACT_SCORES, MODES, Mode, ScoreAccumulator, ScoreBank
 from segcal.conformal.diagnostics import TrivialThresholdWarning, trivial_message
-from segcal.conformal.grid import check_grid, grid_shape, to_blocks, upsample
+from segcal.conformal.grid import check_grid, grid_shape, stats_shape, stats_storage, to_blocks, to_pixels, to_stats
 from segcal.conformal.grouping import PixelStatistics, get_grouping, normalise_group_map, pixel_statistics
 from segcal.conformal.parts import assign_parts
 from segcal.conformal.quantile import (
@@ -62,7 +62,8 @@ class ConformalCalibrator(Estimator):
     grouping images, from ``group_candidates``); ``split``, the share of images that fit a learned grouping;
     ``score``, a registered conformity score (``"lac"``: ``1 − p``); ``kind``/``head``, how predictions are
     given; ``mode``, score storage (``"exact"``, ``"histogram"`` or ``"auto"``: exact up to
-    ``max_exact_scores`` labelled pixels); ``bins`` (histogram bins, default :class:`ScoreBins`); ``grid``, the
+    ``max_exact_scores`` labelled pixels, imagewise up to 2²⁴ and then 65,536 pooled bins, see
+    :func:`~segcal.conformal.grid.stats_storage`); ``bins`` (histogram bins, default :class:`ScoreBins`); ``grid``, the
     side of the pixel blocks a learned grouping is fitted on (:mod:`segcal.conformal.grid`; 1: every pixel);
     ``seed``.
 
@@ -162,33 +163,23 @@ class ConformalCalibrator(Estimator):
             if shape is not None and tuple(preds.shape[2:]) != shape:
                 raise ValueError(f"image size {tuple(preds.shape[2:])} differs from the first calibration "
                                  f"batch's {shape}")
-            shape = tuple(preds.shape[2:])
+            shape, pooled = tuple(preds.shape[2:]), self.grouping == "image"
             s, y = self._true_class_scores(preds, labels)
             s, y = s.cpu(), self._pooled(y.cpu())  # calibration statistics live on the CPU
             if not parts:
-                parts = {name: ScoreAccumulator(1 if self.marginal else num_classes, self._stats_shape(shape),
-                                                self.mode,
-                                                self.bins or ScoreBins(), self.max_exact_scores)
+                bins, max_exact = stats_storage(pooled, self.bins, self.max_exact_scores)
+                parts = {name: ScoreAccumulator(1 if self.marginal else num_classes,
+                                                stats_shape(pooled, self.grid, shape), self.mode, bins, max_exact)
                          for name in self._parts()}
             codes = self._part_codes(seen, s.shape[0])
             for index, acc in enumerate(parts.values()):
                 keep = codes == index
-                acc.update(*self._to_stats(s[keep], y[keep]))
+                acc.update(*to_stats(pooled, self.grid, s[keep], y[keep]))
             seen += s.shape[0]
         if sync_dist or (sync_dist is None and dist.is_available() and dist.is_initialized()):
             for acc in parts.values():
                 acc.all_reduce()
         return self.fit_parts(parts, num_classes, shape)
-
-    def _stats_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
-        """Where the accumulators keep statistics: one location for imagewise, else the calibration grid."""
-        return (1, 1) if self.grouping == "image" else grid_shape(shape, self.grid)
-
-    def _to_stats(self, scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores and labels ``[N, H, W]`` laid out for :meth:`_stats_shape` (every pixel one location-image)."""
-        if self.grouping == "image":
-            return scores.reshape(-1, 1, 1), labels.reshape(-1, 1, 1)
-        return to_blocks(scores, labels, self.grid)
 
     def _true_class_scores(self, preds: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``scores_at_labels`` of a batch, a few images at a time (every class's scores of a whole batch of
@@ -252,8 +243,7 @@ class ConformalCalibrator(Estimator):
         flat_map = group_map.view(c, -1)
         pixelwise = num_groups > 1 and torch.equal(flat_map, torch.arange(h * w).expand(c, -1))
         self.num_classes_, self.shape_ = num_classes or c, shape
-        full = group_map.expand(c, *shape) if (h, w) == (1, 1) else upsample(group_map, self.grid, shape)
-        self.group_map_, self.num_groups_ = full.contiguous(), num_groups
+        self.group_map_, self.num_groups_ = to_pixels(group_map, self.grid, shape), num_groups
         if pixelwise:
             self.scores_ = cal.per_pixel()
         else:  # one group (imagewise): the image-level pool already is the answer
@@ -343,7 +333,8 @@ class ConformalCalibrator(Estimator):
         self.check_is_fitted()
         return {"method": self.method, "grouping": self.grouping, "score": self.score, "marginal": self.marginal,
                 "num_groups": self.num_groups_, "num_groups_requested": self.num_groups, "split": self.split_,
-                "seed": self.seed, "n_cal": self.n_cal_, "images_per_part": dict(self.images_per_part_),
+                "grid": self.grid, "seed": self.seed, "n_cal": self.n_cal_,
+                "images_per_part": dict(self.images_per_part_),
                 "storage": "exact" if isinstance(self.scores_, SortedScores) else "histogram",
                 "fallback_pixels": [int(v) for v in self.fallback_pixels_],
                 "group_selection": {str(k): v for k, v in self.group_selection_.items()}}

@@ -1,5 +1,7 @@
-"""The calibration grid: statistics of learned groupings and of the local method on ``grid × grid`` pixel blocks.
+"""Where calibration statistics live: per pixel, on the calibration grid, or pooled (imagewise).
 
+The calibration grid keeps the statistics of learned groupings and of the local method on ``grid × grid`` pixel
+blocks.
 With ``grid = g`` an image ``[H, W]`` is seen as ``g²`` images of ``[⌈H/g⌉, ⌈W/g⌉]`` blocks (pixel ``(i, j)`` of
 block ``(y, x)`` is pixel ``(g·y + i, g·x + j)``; padding is unlabelled), so per-pixel statistics cost
 ``1/g²`` of the memory; the group map or the thresholds found on the grid are mapped back to every pixel of
@@ -11,6 +13,8 @@ its block. Pooled scores stay exact: only where a pixel's neighbourhood starts c
 from __future__ import annotations
 
 import torch
+
+from segcal.stats.score_histogram import ScoreBins
 
 
 def check_grid(grid: object) -> int:
@@ -46,3 +50,39 @@ def upsample(x: torch.Tensor, grid: int, shape: tuple[int, int]) -> torch.Tensor
         return x
     out = x.repeat_interleave(grid, dim=-2).repeat_interleave(grid, dim=-1)
     return out[..., : shape[0], : shape[1]].contiguous()
+
+
+POOLED_MAX_EXACT_SCORES = 2**24
+"""Imagewise pools keep at most this many exact scores (100 MB), then a histogram of :data:`POOLED_BINS` bins."""
+POOLED_BINS = 65536
+"""Bins of a pooled imagewise histogram: thresholds at most one bin, ``≤ 2.1e-4``, above the exact ones."""
+
+
+def stats_storage(pooled: bool, bins: ScoreBins | None, max_exact_scores: int) -> tuple[ScoreBins, int]:
+    """Histogram bins and exact-score budget of an accumulator: for a ``pooled`` (imagewise) one, fine bins
+    (unless ``bins`` are given) and at most :data:`POOLED_MAX_EXACT_SCORES` exact scores."""
+    if pooled:
+        return bins or ScoreBins(POOLED_BINS), min(max_exact_scores, POOLED_MAX_EXACT_SCORES)
+    return bins or ScoreBins(), max_exact_scores
+
+
+def stats_shape(pooled: bool, grid: int, shape: tuple[int, int]) -> tuple[int, int]:
+    """Where per-location statistics of images ``shape`` live: one location when ``pooled`` (imagewise), else
+    the block grid."""
+    return (1, 1) if pooled else grid_shape(shape, grid)
+
+
+def to_stats(pooled: bool, grid: int, scores: torch.Tensor, labels: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores and labels ``[N, H, W]`` laid out for :func:`stats_shape` (pooled: every pixel one location-image
+    ``[N·H·W, 1, 1]``; else :func:`to_blocks`)."""
+    if pooled:
+        return scores.reshape(-1, 1, 1), labels.reshape(-1, 1, 1)
+    return to_blocks(scores, labels, grid)
+
+
+def to_pixels(x: torch.Tensor, grid: int, shape: tuple[int, int]) -> torch.Tensor:
+    """Per-location values ``[..., h, w]`` of :func:`stats_shape` on every pixel of images ``shape``."""
+    if tuple(x.shape[-2:]) == (1, 1):
+        return x.expand(*x.shape[:-2], *shape).contiguous()
+    return upsample(x, grid, shape)

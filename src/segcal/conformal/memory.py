@@ -1,16 +1,20 @@
 """How much memory a conformal calibration will need, estimated before the pass from its size alone.
 
-The peak is modelled as ``BASE + C·H·W·(FULL_RES + per_class_block / grid²) + PER_SCORE · exact scores``:
-``FULL_RES`` bytes per (class, pixel) for what every method keeps at full resolution (thresholds, group maps),
-the grouping's statistics per (class, block of the calibration grid), and the exact scores held while they
-are pooled (at most ``max_exact_scores`` per part before the accumulators switch to compact histograms). The
-coefficients were measured by ``benchmarks/large_predictions.py`` and ``benchmarks/large_synthetic.py`` (19
-classes at 128 × 256 to 1024 × 2048, 12 to 500 images; peak resident memory of a fresh process) and rounded
-up. The estimate is an upper guide for refusing runs that cannot fit, not a promise.
+While scores are exact (up to ``max_exact_scores`` per part) the peak is
+``BASE + FULL_RES·C·H·W + EXACT[g]·C·blocks + PER_BLOCK[g]·blocks + PER_SCORE[g]·scores``: what every method
+keeps at full resolution (thresholds, group maps), the grouping's fit structures per (class, block of the
+calibration grid) and per block (the local method's integral images of one class), and the exact scores as
+they are pooled. When the parts pass their budget they switch to compact histograms and the peak is
+``BASE + FULL_RES·C·H·W + BINNED[g]·C·blocks + PER_BLOCK[g]·blocks + HELD·max_exact_scores·parts``
+(the histograms of every part, and the exact scores held until they are binned). The coefficients were
+measured by ``benchmarks/large_predictions.py`` and ``benchmarks/large_synthetic.py`` (19 classes at 128 × 256
+to 1024 × 2048, 12 to 500 images; peak resident memory of a fresh process) and rounded up. The estimate is an
+upper guide for refusing runs that cannot fit, not a promise.
 """
 from __future__ import annotations
 
 from segcal.conformal.accumulate import DEFAULT_MAX_EXACT_SCORES
+from segcal.conformal.grid import POOLED_MAX_EXACT_SCORES
 
 BASE = 512 * 2**20
 """The Python process with torch and segcal's CLI imported (measured 0.47 GiB)."""
@@ -18,14 +22,25 @@ BASE = 512 * 2**20
 FULL_RES = 48
 """Bytes per (class, pixel) every method keeps at full resolution (measured for imagewise: 27)."""
 
-PER_CLASS_BLOCK = {"image": 0, "pixel": 650, "kmeans": 260, "annuli": 260, "local": 6100}
-"""Bytes per (class, block of the calibration grid) of each grouping's statistics, beyond :data:`FULL_RES`."""
+EXACT = {"image": 0, "pixel": 650, "kmeans": 260, "annuli": 260, "local": 600}
+"""Bytes per (class, block) of each grouping's fit structures while scores are exact (measured: – / 470–660 /
+130–290 / – / 520)."""
+
+BINNED = {"image": 0, "pixel": 320, "kmeans": 640, "annuli": 640, "local": 1900}
+"""Bytes per (class, block) once the parts hold compact histograms (1 byte per bin and part, plus the fit;
+measured: – / 290 / 580 / – / –)."""
+
+PER_BLOCK = {"local": 6656}
+"""Bytes per block whatever the classes (the local method's integral images of one class at a time)."""
 
 PARTS = {"image": 1, "pixel": 1, "kmeans": 2, "annuli": 2, "local": 5}
 """Accumulators a grouping fills (cal, fit; the local method's folds): each holds up to ``max_exact_scores``."""
 
-PER_SCORE = 24
-"""Bytes per exact score (per labelled pixel and image) while the scores are pooled and sorted."""
+PER_SCORE = {"image": 24, "pixel": 24, "kmeans": 24, "annuli": 24, "local": 8}
+"""Bytes per exact score (per labelled pixel and image) while the scores are pooled and sorted (the local method
+reads them one class at a time instead)."""
+HELD = 6
+"""Bytes per exact score held (float32 score, int16 label)."""
 
 
 def estimate_peak_bytes(grouping: str, num_classes: int, shape: tuple[int, int], num_images: int, grid: int = 1,
@@ -34,8 +49,11 @@ def estimate_peak_bytes(grouping: str, num_classes: int, shape: tuple[int, int],
     ``local``; others count as ``kmeans``) on ``num_images`` images of ``num_classes`` classes at ``shape`` with
     calibration grid ``grid``."""
     pixels = int(shape[0]) * int(shape[1])
-    known = grouping if grouping in PER_CLASS_BLOCK else "kmeans"
+    g = grouping if grouping in EXACT else "kmeans"
+    if g == "image":
+        max_exact_scores = min(max_exact_scores, POOLED_MAX_EXACT_SCORES)
     blocks = -(-int(shape[0]) // grid) * -(-int(shape[1]) // grid)
-    statistics = num_classes * (FULL_RES * pixels + PER_CLASS_BLOCK[known] * blocks)
-    exact = min(num_images * pixels, PARTS[known] * max_exact_scores)
-    return BASE + statistics + PER_SCORE * exact
+    base = BASE + FULL_RES * num_classes * pixels + PER_BLOCK.get(g, 0) * blocks
+    if num_images * pixels <= max_exact_scores * PARTS[g]:  # the parts stay exact
+        return base + EXACT[g] * num_classes * blocks + PER_SCORE[g] * num_images * pixels
+    return base + BINNED[g] * num_classes * blocks + HELD * max_exact_scores * PARTS[g]

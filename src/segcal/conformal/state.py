@@ -1,10 +1,10 @@
 """A fitted conformal calibrator as plain tensors and containers, and back.
 
 The state (format ``segcal.conformal/1``) holds the parameters, ``group_map [C, H, W]`` (int16/int32, or
-``{"constant", "shape"}`` for one group), ``n_per_group [C, G]``
-(calibration scores pooled per class and group), the stored scores and the level grid ``nc_levels [Q]`` with
-``nc_group_curves [Q, C, G]``: the thresholds of every group, what the method needs (one curve per class for
-imagewise, per group for Kandinsky, per pixel for pixelwise). ``include_curves="dense"`` also stores
+``{"constant", "shape"}`` for one group; for the blocks of the calibration grid when ``grid > 1``),
+``n_per_group [C, G]`` (calibration scores pooled per class and group), the stored scores and the level grid
+``nc_levels [Q]`` with ``nc_group_curves [Q, C, G]``: the thresholds of every group, what the method needs (one
+curve per class for imagewise, per group for Kandinsky, per pixel for pixelwise). ``include_curves="dense"`` also stores
 ``nc_curves [Q, C, H, W]`` (the layout of the Kandinsky reference code; :func:`nc_curves_of` expands any state
 to it), ``include_curves=False`` neither. Thresholds are always recomputed from the stored scores; the curves are
 for other readers (float32, or float16 rounded up for per-pixel curves of large images). An imagewise state
@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from segcal.conformal.grid import to_pixels
 from segcal.conformal.quantile import SortedScores, expand_groups, group_thresholds, grouped_from_state_dict
 from segcal.stats.score_histogram import ScoreBins, ScoreHistogram
 
@@ -34,7 +35,8 @@ def conformal_state(cp, include_curves: bool | str = True) -> dict[str, Any]:
              "shape": list(cp.shape_),
              "kind": cp.kind, "head": cp.head, "ignore_index": cp.ignore_index, "mode": cp.mode,
              "bins": (cp.bins or ScoreBins()).state_dict(), "max_exact_scores": cp.max_exact_scores,
-             "group_candidates": list(cp.group_candidates), "group_map": compact_group_map(cp.group_map_),
+             "group_candidates": list(cp.group_candidates),
+             "group_map": compact_group_map(cp.group_map_[:, ::cp.grid, ::cp.grid]),  # per block of the grid
              "n_per_group": cp.scores_.group_counts(),
              # one pool (imagewise): stored once
              "scores": "image_scores" if cp.scores_ is cp.image_scores_ else compact_scores(cp.scores_),
@@ -104,13 +106,19 @@ def expand_group_map(stored: torch.Tensor | dict[str, Any]) -> torch.Tensor:
     return stored.long()
 
 
+def pixel_group_map(state: dict[str, Any]) -> torch.Tensor:
+    """The ``[C, H, W]`` group map of a state (stored for the blocks of its calibration grid)."""
+    grid = int((state.get("params") or {}).get("grid", 1))
+    return to_pixels(expand_group_map(state["group_map"]), grid, tuple(state["shape"]))
+
+
 def nc_curves_of(state: dict[str, Any]) -> torch.Tensor:
     """``nc_curves [Q, C, H, W]`` of any conformal state: stored, expanded from ``nc_group_curves`` through the
     group map, or recomputed from the stored scores (local states, states saved without curves)."""
     if "nc_curves" in state:
         return state["nc_curves"]
     if "nc_group_curves" in state and "group_map" in state:
-        return expand_groups(state["nc_group_curves"].float(), expand_group_map(state["group_map"]))
+        return expand_groups(state["nc_group_curves"].float(), pixel_group_map(state))
     from segcal.conformal.calibrator import ConformalCalibrator
 
     return ConformalCalibrator.from_state_dict(state).nc_curves(NC_CURVE_LEVELS)
@@ -133,7 +141,7 @@ def split_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
                   "bins": ScoreBins.from_state_dict(state["bins"]), "max_exact_scores": state["max_exact_scores"],
                   "group_candidates": tuple(state["group_candidates"]), "seed": state["seed"]}
     fitted = {"num_classes_": int(state["num_classes"]), "shape_": tuple(state["shape"]),
-              "group_map_": expand_group_map(state["group_map"]), "num_groups_": int(state["num_groups"]),
+              "group_map_": pixel_group_map(state), "num_groups_": int(state["num_groups"]),
               "image_scores_": grouped_from_state_dict(state["image_scores"]),
               "images_per_part_": dict(state["images_per_part"]),
               "group_selection_": {int(k): float(v) for k, v in state["group_selection"].items()},

@@ -311,7 +311,10 @@ class ScoreHistogram:
         return ScoreHistogram(self.num_classes, (num_groups,), self.bins, out, self.num_images)
 
     def state_dict(self) -> dict[str, Any]:
+        """Counts compact, or int32 when they fit (pooled int64 histograms stored at half the size)."""
         counts = self._store.state_dict() if self.compact else self._store
+        if not self.compact and counts.dtype == torch.int64 and (counts.numel() == 0 or int(counts.max()) < 2**31):
+            counts = counts.to(torch.int32)
         return {"counts": counts, "num_images": self.num_images, "num_classes": self.num_classes,
                 "shape": list(self.shape), "bins": self.bins.state_dict()}
 

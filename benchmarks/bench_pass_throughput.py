@@ -1,0 +1,72 @@
+"""Throughput of `calibrate` and `evaluate` against a plain inference pass over the same split (issue 18).
+
+Loads a trained checkpoint (``ccp_person`` by default, trained by ``ccp_calibration.py`` when absent), and times,
+in one run and alternating so that machine noise hits every arm alike:
+
+* ``inference``: the model over the split (the same DataLoader and ``torch.inference_mode`` loop
+  as the pipeline: :func:`segcal.pipeline.inference.run_model`), nothing else;
+* ``calibrate <method>``: the whole :func:`segcal.pipeline.calibrate.calibrate` (pass + fit);
+* ``evaluate``: :func:`segcal.pipeline.evaluate.evaluate` with a calibrated bundle (calibration, segmentation and
+  coverage metrics; no figures).
+
+The ratio is inference time / arm time (1.0: the arm costs nothing beyond inference; the goal is ≥ 0.9). ::
+
+    python benchmarks/bench_pass_throughput.py --images 200 --repeats 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from ccp_calibration import checkpoint
+from segcal.io.atomic import atomic_write_text
+from segcal.pipeline.calibrate import calibrate
+from segcal.pipeline.evaluate import evaluate
+from segcal.pipeline.sources import model_source
+
+RESULTS = Path(__file__).parent / "results" / "bench_pass_throughput.json"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ccp"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="ccp_person")
+    p.add_argument("--runs", type=Path, default=Path("/work/runs"))
+    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--split", default="cal")
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--methods", default="temperature,image,pixel,kandinsky-kmeans,local,risk")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args()
+    ckpt = checkpoint(args.config, args.data, args.runs)
+    source = model_source(ckpt, args.split, [f"data.root={args.data}"], device="cpu").subset(args.images)
+    methods = [m for m in args.methods.split(",") if m]
+    bundle, _ = calibrate(source, "image", progress=False)  # what evaluate applies
+    arms = {"inference": lambda: sum(1 for _ in source),
+            **{f"calibrate {m}": (lambda m=m: calibrate(source, m, progress=False)) for m in methods},
+            "evaluate": lambda: evaluate(source, bundle, progress=False)}
+    seconds: dict[str, list[float]] = {name: [] for name in arms}
+    for _ in range(args.repeats):  # alternate the arms: noise hits all alike
+        for name, fn in arms.items():
+            start = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - start)
+    base = statistics.median(seconds["inference"])
+    rows = {name: {"seconds": statistics.median(t), "all": t, "throughput_ratio": base / statistics.median(t)}
+            for name, t in seconds.items()}
+    result = {"config": args.config, "images": len(source), "image_size": list(source.image_size),
+              "threads": torch.get_num_threads(), "rows": rows}
+    for name, row in rows.items():
+        print(f"{name:28s} {row['seconds']:7.2f} s   inference / this = {row['throughput_ratio']:.3f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
