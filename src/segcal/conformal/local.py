@@ -111,18 +111,21 @@ class ExactFold:
         self.scores, self.labels, self.num_classes, self.bins = scores, labels, int(num_classes), bins
         self.num_images, self.shape = scores.shape[0], tuple(scores.shape[1:])
 
-    def class_scores(self, c: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(pixel index [M], score [M])`` of the class-``c`` scores, pixel-major (every image's, per pixel)."""
+    def class_scores(self, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(pixel index [M], score [M], bin [M])`` of the class-``c`` scores, pixel-major (every image's, per
+        pixel)."""
         mine = (self.labels == c).view(self.num_images, -1).T  # [P, N]: pixel-major order
         pixel = torch.arange(mine.shape[0]).view(-1, 1).expand_as(mine)[mine]
-        return pixel, self.scores.view(self.num_images, -1).T[mine]
+        s = self.scores.view(self.num_images, -1).T[mine]
+        return pixel, s, self.bins.index(s)
 
-    def class_counts(self, c: int) -> torch.Tensor:
-        """Per-pixel histogram of class ``c``: ``[H·W, B]`` int32."""
-        pixel, s = self.class_scores(c)
+    def class_counts(self, c: int, scored: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """Per-pixel histogram of class ``c``: ``[H·W, B]`` int32 (from :meth:`class_scores` when given)."""
+        pixel, _, bins = scored or self.class_scores(c)
         b = self.bins.num_bins
-        flat = torch.bincount(pixel * b + self.bins.index(s), minlength=self.scores[0].numel() * b)
-        return flat.view(-1, b).to(torch.int32)
+        flat = torch.zeros(self.scores[0].numel() * b, dtype=torch.int32)
+        flat.scatter_add_(0, pixel * b + bins, torch.ones(pixel.numel(), dtype=torch.int32))
+        return flat.view(-1, b)
 
 
 def local_cdfs(fit: ScoreHistogram, min_scores: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -164,8 +167,10 @@ def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int
     pixels = torch.arange(h * w)
     exact = all(isinstance(fold, ExactFold) for fold in folds)
     for k in range(c):
-        owns = [_integral(fold.class_counts(k).view(h, w, b).cumsum(-1, dtype=torch.int32), limit)
-                for fold in folds]  # this class's integral image per fold
+        scored = [fold.class_scores(k) for fold in folds] if exact else [None] * len(folds)
+        owns = [_integral((fold.class_counts(k, got) if exact else fold.class_counts(k)).view(h, w, b)
+                          .cumsum(-1, dtype=torch.int32), limit)
+                for fold, got in zip(folds, scored)]  # this class's integral image per fold
         whole = owns[0].clone()
         for own in owns[1:]:
             whole += own
@@ -176,8 +181,8 @@ def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int
                 ys, xs, bs = torch.nonzero(part, as_tuple=True)
                 weight, t = part[ys, xs, bs].long(), None
             else:  # every score, placed inside its bin
-                pixel, s = fold.class_scores(k)  # pixel-major: look-ups walk the integral image once
-                ys, xs, bs = pixel // w, pixel % w, fold.bins.index(s)
+                pixel, s, bs = scored[j]  # pixel-major: look-ups walk the integral image once
+                ys, xs = pixel // w, pixel % w
                 weight, t = torch.ones_like(ys), within_bin(s, bs, fold.bins)
             if ys.numel() == 0:
                 continue
@@ -185,7 +190,7 @@ def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int
             n = _box(rest[..., -1], radius[k].view(-1), pixels // w, pixels % w).view(h, w)[ys, xs]
             level = _out_of_fold_levels(rest, n, radius[k][ys, xs], ys, xs, bs, t)
             counts[k].index_add_(0, level, weight)
-        del owns, whole
+        del owns, whole, scored
     return cdf, radius, window, counts
 
 
