@@ -2,15 +2,18 @@
 import pytest
 
 from conftest import write_prediction_folder
+from segcal.calibrated import load_bundle
 from segcal.cli.main import main
 from segcal.conformal.memory import (
     BASE,
     BINNED,
+    BINNED_PER_BIN,
     EXACT,
+    EXACT_PER_BIN,
     FULL_RES,
     HELD,
     PARTS,
-    PER_BLOCK,
+    PER_BLOCK_PER_BIN,
     PER_SCORE,
     estimate_peak_bytes,
 )
@@ -29,11 +32,13 @@ def test_estimate_grows_with_classes_pixels_images_and_shrinks_with_the_grid():
     assert estimate_peak_bytes("custom-grouping", 2, (8, 8), 1) == estimate_peak_bytes("kmeans", 2, (8, 8), 1)
     # a grid of 4 keeps a 16th of the per-block statistics (7 × 7 blocks of an odd image)
     gridded = estimate_peak_bytes("local", 2, (25, 27), 3, grid=4)
-    assert gridded == (BASE + 2 * FULL_RES * 25 * 27 + (2 * EXACT["local"] + PER_BLOCK["local"]) * 7 * 7
+    per_class = EXACT["local"] + 256 * EXACT_PER_BIN["local"]
+    assert gridded == (BASE + 2 * FULL_RES * 25 * 27 + (2 * per_class + 256 * PER_BLOCK_PER_BIN["local"]) * 7 * 7
                        + PER_SCORE["local"] * 3 * 25 * 27)
     # past max_exact_scores per part the parts hold compact histograms and the exact scores being binned
     many = estimate_peak_bytes("kmeans", 2, (100, 100), 10**6, max_exact_scores=1000)
-    assert many == BASE + 2 * 10**4 * (FULL_RES + BINNED["kmeans"]) + HELD * 1000 * PARTS["kmeans"]
+    binned = BINNED["kmeans"] + 256 * BINNED_PER_BIN["kmeans"]
+    assert many == BASE + 2 * 10**4 * (FULL_RES + binned) + HELD * 1000 * PARTS["kmeans"]
 
 
 def test_refusal_names_the_methods_that_fit(tmp_path, monkeypatch, capsys):
@@ -78,3 +83,21 @@ def test_max_memory_budget_suggests_the_calibration_grid(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*args, "--max-memory", "-1"])
     assert "expected a number > 0" in capsys.readouterr().err
+
+
+def test_bins_are_a_param_and_scale_the_binned_memory(tmp_path, capsys):
+    half = estimate_peak_bytes("kmeans", 19, (512, 1024), 500, num_bins=128)
+    full = estimate_peak_bytes("kmeans", 19, (512, 1024), 500)
+    assert full - half == 2 * 128 * 19 * 512 * 1024  # one byte per bin and part, two parts
+    write_prediction_folder(tmp_path / "p", n=6)
+    out = tmp_path / "pixel.pt"
+    args = ["calibrate", "--predictions", str(tmp_path / "p"), "--method", "pixel", "--no-progress", "--out",
+            str(out), "--param", "mode=histogram"]
+    assert main([*args, "--param", "bins=64"]) == 0
+    assert load_bundle(out).conformal.scores_.bins.num_bins == 64
+    assert main([*args, "--param", "bins=2"]) == 2
+    assert "--param bins must be an int >= 3" in capsys.readouterr().err
+    # the histogram recalibrator's bins are a --param too
+    assert main(["calibrate", "--predictions", str(tmp_path / "p"), "--method", "histogram", "--no-progress",
+                 "--out", str(tmp_path / "h.pt"), "--param", "bins=7"]) == 0
+    assert load_bundle(tmp_path / "h.pt").recalibration.bins == 7

@@ -228,7 +228,8 @@ def test_binary_sigmoid_model_through_every_command(tmp_path):
 def test_method_parameters_are_listed_and_checked(capsys):
     from segcal.pipeline.calibrate import check_params, method_params
 
-    assert set(method_params("pixel")) == {"score", "marginal", "mode", "max_exact_scores"}
+    assert set(method_params("pixel")) == {"score", "marginal", "mode", "bins", "max_exact_scores"}
+    assert method_params("pixel")["bins"] == 256 and method_params("histogram")["bins"] == 15
     assert method_params("kandinsky-auto")["num_groups"] == "auto"
     assert method_params("temperature") == {"pixels_per_image": 4096, "max_pixels": 2**19, "max_iter": 100}
     with pytest.raises(ValueError, match=r"invalid --param nm_groups for kandinsky-kmeans; valid: num_groups, split, "

@@ -22,10 +22,11 @@ from segcal.pipeline.memory import check_memory
 from segcal.pipeline.progress import track
 from segcal.pipeline.sources import Stream, source_name
 from segcal.risk import MarginController, RiskController
+from segcal.stats.score_histogram import ScoreBins
 
-NOT_PARAMS = ("grouping", "num_classes", "kind", "head", "ignore_index", "seed", "bins")
-"""Parameters segcal sets itself (from the method name, the data source and ``--seed``; ``bins`` is a
-Python object); the others are ``--param NAME=VALUE``."""
+NOT_PARAMS = ("grouping", "num_classes", "kind", "head", "ignore_index", "seed")
+"""Parameters segcal sets itself (from the method name, the data source and ``--seed``); the others are
+``--param NAME=VALUE`` (a conformal method's ``bins`` as a number of score-histogram bins)."""
 GROUPING_PARAMS = ("num_groups", "split", "group_candidates", "grid")
 """Parameters only learned groupings (kandinsky-*) have (``grid`` is the local method's too)."""
 
@@ -40,7 +41,7 @@ def method_params(method: str) -> dict[str, Any]:
     elif method in RISK_METHODS:
         cls = risk_class(method)
     else:
-        cls, defaults = conformal_class(method), CONFORMAL_METHODS[method][1]
+        cls, defaults = conformal_class(method), {**CONFORMAL_METHODS[method][1], "bins": ScoreBins().num_bins}
         if method in ("pixel", "image"):
             skip |= set(GROUPING_PARAMS)
     signature = inspect.signature(cls.__init__).parameters
@@ -65,6 +66,11 @@ def make_conformal(method: str, num_classes: int, head: str = "softmax", ignore_
     grouping, defaults = CONFORMAL_METHODS[method]
     options = {"kind": "logits", "head": head, "ignore_index": ignore_index, "seed": seed,
                **defaults, **check_params(method, params)}
+    if "bins" in options and not isinstance(options["bins"], ScoreBins):  # --param bins=N: N logit-spaced bins
+        bins = options["bins"]
+        if not (isinstance(bins, int) and not isinstance(bins, bool) and bins >= 3):
+            raise ValueError(f"--param bins must be an int >= 3 (score-histogram bins), got {bins!r}")
+        options["bins"] = ScoreBins(bins)
     if grouping == "local":
         return LocalCalibrator(num_classes, **options)
     return ConformalCalibrator(grouping, num_classes, **options)

@@ -37,7 +37,8 @@ def available_bytes() -> int | None:
 def _estimate(source, method: str, images: int, params: dict[str, Any]) -> int:
     return estimate_peak_bytes(CONFORMAL_METHODS[method][0], source.num_classes, tuple(source.image_size), images,
                                int(params.get("grid", 1)),
-                               int(params.get("max_exact_scores", DEFAULT_MAX_EXACT_SCORES)))
+                               int(params.get("max_exact_scores", DEFAULT_MAX_EXACT_SCORES)),
+                               getattr(params.get("bins"), "num_bins", params.get("bins") or 256))
 
 
 def memory_plan(source, method: str, n_cal: int | None = None, params: dict[str, Any] | None = None,
