@@ -128,7 +128,7 @@ def test_level_histogram_counts_exactly_across_int16_flushes(monkeypatch):
     expected = torch.zeros(6, 4, dtype=torch.long)
     for f, r in zip(first.flatten(), rows.flatten()):
         expected[r, f] += 1
-    assert torch.equal(hist.total(), expected) and hist.total().dtype == torch.long
+    assert torch.equal(hist.total(), expected) and hist.total().dtype == torch.int32
     live = hist.total()
     live += 1  # total() is the live tensor: merge and all-reduce act on it in place
     assert torch.equal(hist.total(), expected + 1)
@@ -165,3 +165,15 @@ def test_coverage_accumulator_merge_equals_one_pass():
     labelled = (labels < 3).unsqueeze(0).expand_as(sizes_all)
     multi = ((sizes_all >= 2) & labelled).flatten(1).sum(1).double() / labelled[0].sum()
     assert torch.allclose(a.multi_fraction, multi)
+
+
+def test_coverage_maps_computed_in_pixel_chunks_equal_one_pass(monkeypatch):
+    from segcal.conformal import evaluation
+
+    logits, labels = planted_logits(30, block_map((6, 7)), [-1, 1.5, 3.5, 6], [0.5, 1, 0.5, 2], seed=4)
+    cp = PixelwiseCalibrator(2).fit([(logits[:20], labels[:20])])
+    whole = evaluate_coverage(cp, [(logits[20:], labels[20:])], min_test_labels=1)
+    monkeypatch.setattr(evaluation, "COMPUTE_PIXELS", 5)  # 42 pixels: nine chunks, the last one short
+    chunked = evaluate_coverage(cp, [(logits[20:], labels[20:])], min_test_labels=1)
+    for name in ("coverage", "ce_map", "class_coverage", "marginal_coverage", "set_size_map", "label_counts"):
+        assert torch.equal(getattr(whole, name).nan_to_num(-1), getattr(chunked, name).nan_to_num(-1)), name

@@ -136,6 +136,10 @@ class CoverageResult:
                 "calibration": self.calibration}
 
 
+COMPUTE_PIXELS = 1 << 16
+"""Pixels per chunk when coverage maps are computed from the level histograms."""
+
+
 class CoverageAccumulator:
     """Streaming coverage statistics of ``calibrator`` (sums: mergeable and all-reducible).
 
@@ -220,17 +224,21 @@ class CoverageAccumulator:
         if self.num_images == 0:
             raise ValueError("no test images were evaluated")
         a, c, h, w = self.thresholds.shape
-        nan = torch.tensor(float("nan"), dtype=torch.float64)
-        # pixel-major [P, C, A] with levels contiguous: one pass per quantity, views for the maps
         labelled = labelled_view(self.covered_hist.total(), c)  # [P, C, A + 1]
-        cnt = labelled.sum(-1)  # [P, C]
-        covered = labelled[..., :-1].cumsum(-1)  # [P, C, A]
-        coverage = covered / cnt.clamp_min(1).double().unsqueeze(-1)
-        coverage = coverage.masked_fill_(cnt.unsqueeze(-1) == 0, nan)
-        ce = (coverage - self.levels).abs_().mean(-1)  # [P, C]
-        ce_map = ce.masked_fill_(cnt < self.min_test_labels, nan).T.reshape(c, h, w)
-        coverage = coverage.permute(2, 1, 0).view(a, c, h, w)
-        covered_per_class = covered.sum(0).T  # [A, C]
+        cnt = labelled.sum(-1).long()  # [P, C] (summed in int32: no int64 copy of the histogram)
+        coverage = torch.empty(a, c, h * w, dtype=torch.float64)
+        ce = torch.empty(h * w, c, dtype=torch.float64)
+        covered_per_class = torch.zeros(a, c, dtype=torch.long)
+        for start in range(0, h * w, COMPUTE_PIXELS):  # pixel chunks (slices: views): bounded temporaries
+            rows = slice(start, start + COMPUTE_PIXELS)
+            covered = labelled[rows, :, :-1].cumsum(-1, dtype=torch.long)  # [p, C, A]
+            part = (covered / cnt[rows].clamp_min(1).double().unsqueeze(-1))
+            part = part.masked_fill_(cnt[rows].unsqueeze(-1) == 0, float("nan"))
+            ce[rows] = (part - self.levels).abs_().mean(-1)
+            coverage[:, :, rows] = part.permute(2, 1, 0)
+            covered_per_class += covered.sum(0).T
+        ce_map = ce.masked_fill_(cnt < self.min_test_labels, float("nan")).T.reshape(c, h, w)
+        coverage = coverage.view(a, c, h, w)
         sizes = self.size_hist.total()[:, :-1] + labelled.sum(1)  # [P, A + 1]: every class
         size_sum = sizes[:, :-1].cumsum(-1).T.view(a, h, w)
         pixels = sizes.sum(-1).view(h, w) // c  # labelled pixels
@@ -246,8 +254,8 @@ class CoverageAccumulator:
             empty_fraction=1 - cumulate_levels(self.min_hist[:-1]).double() / total,
             full_fraction=cumulate_levels(self.max_hist[:-1]).double() / total,
             multi_fraction=cumulate_levels(self.second_hist[:-1]).double() / total,
-            trivial_fraction=trivial.flatten(1).sum(1).double() / (c * h * w),
-            trivial_fraction_per_class=trivial.flatten(2).sum(2).double() / (h * w),
+            trivial_fraction=torch.count_nonzero(trivial.flatten(1), 1).double() / (c * h * w),  # no int64 copy
+            trivial_fraction_per_class=torch.count_nonzero(trivial.flatten(2), 2).double() / (h * w),
             min_test_labels=self.min_test_labels, num_test_images=self.num_images,
             calibration=self.calibrator.info_)
 
