@@ -101,3 +101,25 @@ def test_bins_are_a_param_and_scale_the_binned_memory(tmp_path, capsys):
     assert main(["calibrate", "--predictions", str(tmp_path / "p"), "--method", "histogram", "--no-progress",
                  "--out", str(tmp_path / "h.pt"), "--param", "bins=7"]) == 0
     assert load_bundle(tmp_path / "h.pt").recalibration.bins == 7
+
+
+def test_evaluate_is_checked_up_front_and_names_the_levels_that_fit(tmp_path, capsys):
+    write_prediction_folder(tmp_path / "p", n=6)
+    source = folder_source(tmp_path / "p")
+    one, many = (memory.evaluate_peak_bytes(2, (8, 8), levels, True) for levels in (1, 19))
+    assert many - one == 18 * 8 * 8 * 2 * memory.EVALUATE_PER_CELL
+    assert memory.evaluate_peak_bytes(2, (8, 8), 19, False) < one  # no coverage maps without a conformal method
+    budget = (memory.evaluate_peak_bytes(2, (8, 8), 5, True) + memory.evaluate_peak_bytes(2, (8, 8), 6, True)) // 2
+    with pytest.raises(memory.MemoryBudgetError, match=r"with 19 coverage levels needs about .* --alphas with at "
+                                                        r"most 5 levels \(e.g. --alphas 0.1\), --segmentation-only"):
+        memory.check_evaluate_memory(source, 19, True, budget)
+    assert memory.check_evaluate_memory(source, 5, True, budget)[1] == budget
+    cal = tmp_path / "image.pt"
+    assert main(["calibrate", "--predictions", str(tmp_path / "p"), "--method", "image", "--no-progress",
+                 "--out", str(cal)]) == 0
+    args = ["evaluate", "--predictions", str(tmp_path / "p"), str(cal), "--no-progress", "--out", str(tmp_path / "ev"),
+            "--max-memory", str(budget / GIB)]
+    assert main(args) == 2 and "--alphas with at most 5 levels" in capsys.readouterr().err
+    assert main([*args, "--alphas", "0.1,0.2"]) == 0
+    assert "estimated peak memory" in capsys.readouterr().out
+    assert main([*args, "--no-memory-check"]) == 0

@@ -130,6 +130,7 @@ def evaluate(args: argparse.Namespace) -> int:
     alphas = _alphas(args.alphas)
     with writing(folder, folder=True):
         source, bundle = build_source(args, args.split)
+        _check_evaluate_memory(source, bundle, alphas, args)
         ev = run_evaluate(source, bundle, folder, name=folder.name, bins=args.bins,
                           boundary_width=args.boundary_width, alphas=alphas, set_alpha=args.alpha,
                           segmentation_only=args.segmentation_only, progress=not args.no_progress)
@@ -144,6 +145,21 @@ def evaluate(args: argparse.Namespace) -> int:
         out.print(risk_table(r.risk, r.classes))
     out.print(f"results: {folder / 'evaluation.json'}  figures: {folder / 'figures'}", highlight=False)
     return 0
+
+
+def _check_evaluate_memory(source, bundle, alphas: list[float] | None, args: argparse.Namespace) -> None:
+    """Print the evaluation's memory estimate and refuse it (unless ``--no-memory-check``) above the budget."""
+    from segcal.conformal.quantile import COVERAGE_LEVELS
+    from segcal.pipeline.memory import GIB, check_evaluate_memory
+
+    conformal = bundle.conformal is not None and not args.segmentation_only
+    levels = len(alphas) if alphas else len(COVERAGE_LEVELS)
+    limit = None if args.max_memory is None else int(args.max_memory * GIB)
+    if args.no_memory_check:
+        return
+    need, budget = check_evaluate_memory(source, levels, conformal, limit)
+    shown = "" if budget is None else f" (budget {budget / GIB:.1f} GiB)"
+    out.print(f"estimated peak memory: {need / GIB:.1f} GiB{shown}", highlight=False)
 
 
 def _alphas(text: str | None) -> list[float] | None:

@@ -29,6 +29,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _memory_args(p: argparse.ArgumentParser, what: str) -> None:
+    """``--no-memory-check`` and ``--max-memory`` of a command that checks its memory estimate up front."""
+    p.add_argument("--no-memory-check", action="store_true", help=f"run {what} even when its memory estimate "
+                   "exceeds the budget")
+    p.add_argument("--max-memory", type=_positive_float, metavar="GIB", help=f"memory budget of {what} in GiB: "
+                   "refuse before the pass when the estimate exceeds it (default: 90%% of the available memory)")
+
+
 def _source_args(p: argparse.ArgumentParser, split: str, checkpoint_help: str) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", help=checkpoint_help)
     p.add_argument("--data", metavar="ROOT", help="dataset root when it moved since training (= data.root=ROOT)")
@@ -67,6 +75,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--segmentation-only", action="store_true",
                    help="only segmentation quality (Dice, IoU, recall, precision, accuracy): no calibration metrics, "
                    "coverage or figures")
+    _memory_args(p, "an evaluation")
     p.set_defaults(func=calib_commands.evaluate)
 
     p = sub.add_parser(
@@ -89,10 +98,7 @@ def add_parsers(sub) -> None:
                    "aps (mass of the more likely classes) or raps (APS with a rank penalty)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default: 0)")
     p.add_argument("--out", metavar="FILE", help="output file (default: <checkpoint>.<method>.ckpt next to it)")
-    p.add_argument("--no-memory-check", action="store_true", help="run a conformal method even when its memory "
-                   "estimate exceeds the available memory")
-    p.add_argument("--max-memory", type=_positive_float, metavar="GIB", help="memory budget of a conformal method in "
-                   "GiB: refuse before the pass when the estimate exceeds it (default: 90%% of the available memory)")
+    _memory_args(p, "a conformal method")
     g = p.add_argument_group("risk control (--method risk | margin)")
     g.add_argument("--loss", help=f"risk: {' | '.join(RISK_LOSSES)} (default: fnr); margin: "
                    f"{' | '.join(MARGIN_LOSSES)} (default: cover = the outer mask holds the whole truth)")
