@@ -1,11 +1,11 @@
 """Where calibration statistics live: per pixel, on the calibration grid, or pooled (imagewise).
 
 The calibration grid keeps the statistics of learned groupings and of the local method on ``grid × grid`` pixel
-blocks.
-With ``grid = g`` an image ``[H, W]`` is seen as ``g²`` images of ``[⌈H/g⌉, ⌈W/g⌉]`` blocks (pixel ``(i, j)`` of
+blocks. With ``grid = g`` an image ``[H, W]`` is seen as ``g²`` images of ``[⌈H/g⌉, ⌈W/g⌉]`` blocks (pixel ``(i, j)`` of
 block ``(y, x)`` is pixel ``(g·y + i, g·x + j)``; padding is unlabelled), so per-pixel statistics cost
 ``1/g²`` of the memory; the group map or the thresholds found on the grid are mapped back to every pixel of
-its block. Pooled scores stay exact: only where a pixel's neighbourhood starts changes. ::
+its block. Pooled scores stay exact; only the smallest neighbourhood a pixel can have grows to its block.
+Imagewise calibration keeps one location: every pixel of every image is pooled as it streams. ::
 
     s, y = to_blocks(scores, labels, 4)         # [N, H, W] → [16·N, ⌈H/4⌉, ⌈W/4⌉]
     full = upsample(thresholds, 4, (H, W))      # [..., ⌈H/4⌉, ⌈W/4⌉] → [..., H, W]
