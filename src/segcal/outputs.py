@@ -44,6 +44,23 @@ def num_output_classes(channels: int, head: Head) -> int:
     return 2 if (head == "sigmoid" and channels == 1) else channels
 
 
+def check_fitted_preds(preds: torch.Tensor, head: Head, num_classes: int, fitted: str,
+                       shape: tuple[int, ...] | None = None) -> None:
+    """``ValueError`` unless ``preds [N, C, H, W]`` suit what was fitted on ``num_classes`` classes (and, with
+    ``shape``, on images of that size: then NaN and inf are refused too); ``fitted`` names it in messages."""
+    if preds.ndim != 4:
+        raise ValueError(f"preds must have shape [N, C, H, W], got {tuple(preds.shape)}")
+    if shape is not None and not torch.isfinite(preds).all():
+        raise ValueError("preds contain NaN or inf values (fit rejects them too): check the model outputs")
+    classes = num_output_classes(preds.shape[1], head)
+    if classes != num_classes:
+        raise ValueError(f"preds have {preds.shape[1]} channels ({classes} classes with a {head} head)"
+                         f" but the {fitted} was fitted on {num_classes} classes")
+    if shape is not None and tuple(preds.shape[2:]) != tuple(shape):
+        raise ValueError(f"preds have image size {tuple(preds.shape[2:])} but the {fitted} was fitted"
+                         f" on {tuple(shape)} images (resize to the calibration size)")
+
+
 def log_probs(logits: torch.Tensor, head: Head = "softmax") -> torch.Tensor:
     """Per-class log-probabilities in float32, ``[N, C, H, W]`` → ``[N, C', H, W]``.
 

@@ -44,7 +44,7 @@ from segcal.conformal.sets import prediction_sets
 from segcal.conformal.state import NC_CURVE_LEVELS, conformal_state, split_state
 from segcal.errors import no_labels
 from segcal.estimator import Estimator
-from segcal.outputs import Head, Kind, as_tensor, num_output_classes
+from segcal.outputs import Head, Kind, as_tensor, check_fitted_preds
 from segcal.stats.score_histogram import ScoreBins
 
 SCORE_CHUNK_BYTES = 64 * 2**20
@@ -282,18 +282,7 @@ class ConformalCalibrator(Estimator):
     def check_preds(self, preds: torch.Tensor, head: Head | None = None) -> None:
         """``ValueError`` unless ``preds [N, C, H, W]`` match the calibrated classes and image size."""
         self.check_is_fitted()
-        head = head or self.head
-        if preds.ndim != 4:
-            raise ValueError(f"preds must have shape [N, C, H, W], got {tuple(preds.shape)}")
-        if not torch.isfinite(preds).all():
-            raise ValueError("preds contain NaN or inf values (fit rejects them too): check the model outputs")
-        classes = num_output_classes(preds.shape[1], head)
-        if classes != self.num_classes_:
-            raise ValueError(f"preds have {preds.shape[1]} channels ({classes} classes with a {head} head)"
-                             f" but the calibrator was fitted on {self.num_classes_} classes")
-        if tuple(preds.shape[2:]) != self.shape_:
-            raise ValueError(f"preds have image size {tuple(preds.shape[2:])} but the calibrator was fitted"
-                             f" on {self.shape_} images (resize to the calibration size)")
+        check_fitted_preds(preds, head or self.head, self.num_classes_, "calibrator", self.shape_)
 
     def _class_scores(self, preds: torch.Tensor, kind: Kind | None = None, head: Head | None = None
                       ) -> torch.Tensor:

@@ -16,7 +16,7 @@ from segcal.batch import calibration_batches
 from segcal.calibrators.sampling import distributed, gather_rows
 from segcal.errors import no_labels
 from segcal.estimator import Estimator
-from segcal.outputs import num_output_classes, to_probs
+from segcal.outputs import check_fitted_preds, to_probs
 from segcal.risk.procedures import PROCEDURES, Selection, check_level, check_monotone, select
 
 STATE_FORMAT = "segcal.risk/1"
@@ -121,12 +121,7 @@ class RiskControllerBase(Estimator):
     def check_preds(self, preds: torch.Tensor) -> None:
         """``ValueError`` unless ``preds [N, C, H, W]`` have the calibrated number of classes."""
         self.check_is_fitted()
-        if preds.ndim != 4:
-            raise ValueError(f"preds must have shape [N, C, H, W], got {tuple(preds.shape)}")
-        classes = num_output_classes(preds.shape[1], self.head)
-        if classes != self.num_classes_:
-            raise ValueError(f"preds have {preds.shape[1]} channels ({classes} classes with a {self.head} head)"
-                             f" but the controller was fitted on {self.num_classes_} classes")
+        check_fitted_preds(preds, self.head, self.num_classes_, "controller")
 
     # --------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
