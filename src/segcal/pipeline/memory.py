@@ -34,6 +34,14 @@ def available_bytes() -> int | None:
     return None
 
 
+def budget_bytes(max_bytes: int | None = None) -> int | None:
+    """``max_bytes`` when given, else :data:`HEADROOM` of the available memory (``None`` where unknown)."""
+    if max_bytes is not None:
+        return max_bytes
+    have = available_bytes()
+    return None if have is None else int(HEADROOM * have)
+
+
 def _estimate(source, method: str, images: int, params: dict[str, Any]) -> int:
     return estimate_peak_bytes(CONFORMAL_METHODS[method][0], source.num_classes, tuple(source.image_size), images,
                                int(params.get("grid", 1)),
@@ -48,10 +56,7 @@ def memory_plan(source, method: str, n_cal: int | None = None, params: dict[str,
     The budget is ``max_bytes`` when given, else :data:`HEADROOM` of the available memory."""
     if method not in CONFORMAL_METHODS:
         return None
-    if max_bytes is None:
-        have = available_bytes()
-        max_bytes = None if have is None else int(HEADROOM * have)
-    return _estimate(source, method, n_cal or len(source), params or {}), max_bytes
+    return _estimate(source, method, n_cal or len(source), params or {}), budget_bytes(max_bytes)
 
 
 def alternatives(source, method: str, images: int, params: dict[str, Any], budget: int) -> list[str]:
@@ -112,10 +117,7 @@ def check_evaluate_memory(source, levels: int, conformal: bool, max_bytes: int |
     available memory)."""
     shape, c = tuple(source.image_size), source.num_classes
     need = evaluate_peak_bytes(c, shape, levels, conformal)
-    budget = max_bytes
-    if budget is None:
-        have = available_bytes()
-        budget = None if have is None else int(HEADROOM * have)
+    budget = budget_bytes(max_bytes)
     if budget is None or need <= budget:
         return need, budget
     per_level = evaluate_peak_bytes(c, shape, 1, True) - evaluate_peak_bytes(c, shape, 0, False)
