@@ -1,11 +1,9 @@
 """Recalibrators under torch.distributed (2 gloo processes) pool their samples: every rank gets the same
 parameters, equal to a single-process fit on all images."""
-import os
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from ranks import run_ranks
 from segcal.calibrators import LocalTemperatureScaling, TemperatureScaling, VectorScaling
 
 ALL_PIXELS = {"pixels_per_image": 10_000, "max_pixels": 100_000}  # sample every pixel: rank splits are exact
@@ -25,20 +23,14 @@ def fit_all(logits, labels):
             "lts_crops": LocalTemperatureScaling(epochs=1, val_fraction=0.0).fit([(logits, labels)]).info_["crops"]}
 
 
-def worker(rank, world, init_file, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
-        logits, labels = make_data()
-        mine = slice(rank * 6, rank * 6 + 6)
-        torch.save(fit_all(logits[mine], labels[mine]), os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def fitted_on_rank(rank, world):
+    logits, labels = make_data()
+    mine = slice(rank * 6, rank * 6 + 6)
+    return fit_all(logits[mine], labels[mine])
 
 
 def test_two_ranks_fit_one_pooled_sample(tmp_path):
-    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    r0, r1 = run_ranks(fitted_on_rank, tmp_path)
     single = fit_all(*make_data())
     assert torch.equal(r0["temperature"], r1["temperature"]) and torch.equal(r0["vector"], r1["vector"])
     assert torch.allclose(r0["temperature"], single["temperature"], rtol=1e-4)

@@ -1,11 +1,8 @@
 """Compact counts (uint8 + sparse spill table) are exact: every read equals an int64 reference."""
-import os
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from ranks import run_ranks
 from segcal.stats import compact_counts as cc
 from segcal.stats.compact_counts import LOW_MAX, SPILL_AT, CompactCounts
 from segcal.stats.score_histogram import ScoreBins, ScoreHistogram
@@ -127,22 +124,15 @@ def test_compact_histogram_memory_is_a_quarter():
     assert hist._store.nbytes == dense_bytes // 4  # no cell reached the spill threshold
 
 
-def _worker(rank, world, init_file, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        hist = ScoreHistogram(2, (3, 3), ScoreBins(4, -6, 6), compact=True)
-        hist.update(*concentrated(600, (3, 3), 2, seed=rank))
-        hist.all_reduce()
-        if rank == 0:
-            torch.save(hist.counts, os.path.join(out_dir, "counts.pt"))
-    finally:
-        dist.destroy_process_group()
+def _reduced_counts(rank, world):
+    hist = ScoreHistogram(2, (3, 3), ScoreBins(4, -6, 6), compact=True)
+    hist.update(*concentrated(600, (3, 3), 2, seed=rank))
+    return hist.all_reduce().counts
 
 
 def test_compact_all_reduce_over_two_gloo_ranks(tmp_path):
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     ref = ScoreHistogram(2, (3, 3), ScoreBins(4, -6, 6))
     for rank in range(2):
         ref.update(*concentrated(600, (3, 3), 2, seed=rank))
     assert int(ref.counts.max()) > LOW_MAX
-    assert torch.equal(torch.load(tmp_path / "counts.pt", weights_only=True), ref.counts)
+    assert all(torch.equal(counts, ref.counts) for counts in run_ranks(_reduced_counts, tmp_path))

@@ -1,11 +1,9 @@
 """Accumulators reduce across torch.distributed ranks (2 gloo processes) to the single-process result."""
-import os
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from planted import block_map, planted_logits
+from ranks import run_ranks
 from segcal.conformal.calibrator import ConformalCalibrator, PixelwiseCalibrator
 from segcal.conformal.evaluation import CoverageAccumulator
 from segcal.conformal.grouping import register_grouping
@@ -21,32 +19,25 @@ def make_data():
     return planted_logits(24, block_map((4, 6)), [-1, 1.5, 3.5, 6], [0.5, 1, 0.5, 2], seed=0)
 
 
-def worker(rank, world, init_file, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
-        logits, labels = make_data()
-        cal_l, cal_y = logits[:16][rank::world], labels[:16][rank::world]
-        test_l, test_y = logits[16:][rank::world], labels[16:][rank::world]
-        out = {}
-        for mode in ("exact", "histogram"):
-            cp = PixelwiseCalibrator(2, mode=mode).fit([(cal_l, cal_y)])  # all-reduces when initialised
-            acc = CoverageAccumulator(cp, min_test_labels=1)
-            acc.update(test_l, test_y)
-            res = acc.all_reduce().compute()
-            out[mode] = {"curves": cp.nc_curves(), "coverage": res.coverage, "images": res.num_test_images,
-                         "n_cal": cp.n_cal_}
-        grouped = ConformalCalibrator("test-dist-halves", 2).fit([(cal_l, cal_y)])
-        out["grouped_parts"] = grouped.images_per_part_
-        if rank == 0:
-            torch.save(out, os.path.join(out_dir, "rank0.pt"))
-    finally:
-        dist.destroy_process_group()
+def fitted_on_rank(rank, world):
+    logits, labels = make_data()
+    cal_l, cal_y = logits[:16][rank::world], labels[:16][rank::world]
+    test_l, test_y = logits[16:][rank::world], labels[16:][rank::world]
+    out = {}
+    for mode in ("exact", "histogram"):
+        cp = PixelwiseCalibrator(2, mode=mode).fit([(cal_l, cal_y)])  # all-reduces when initialised
+        acc = CoverageAccumulator(cp, min_test_labels=1)
+        acc.update(test_l, test_y)
+        res = acc.all_reduce().compute()
+        out[mode] = {"curves": cp.nc_curves(), "coverage": res.coverage, "images": res.num_test_images,
+                     "n_cal": cp.n_cal_}
+    grouped = ConformalCalibrator("test-dist-halves", 2).fit([(cal_l, cal_y)])
+    out["grouped_parts"] = grouped.images_per_part_
+    return out
 
 
 def test_two_gloo_ranks_match_single_process(tmp_path):
-    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    got = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    got = run_ranks(fitted_on_rank, tmp_path)[0]
     logits, labels = make_data()
     # the ranks saw images {0, 2, …} and {1, 3, …}: order does not matter for the statistics
     for mode in ("exact", "histogram"):

@@ -2,9 +2,8 @@
 import math
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from ranks import run_ranks
 from segcal.metrics.calibration import CalibrationMetrics
 from segcal.stats.binned import BinnedStats, equal_width_bins
 
@@ -23,28 +22,21 @@ def new_metric():
     return CalibrationMetrics(3, kind="logits", class_maps=True, boundary_width=1)
 
 
-def _worker(rank: int, init_file: str, out_file: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        logits, labels = make_data()
-        mine = slice(3 * rank, 3 * rank + 3)  # rank 0: images 0-2, rank 1: images 3-5
-        metric = new_metric()
-        for i in range(mine.start, mine.stop):
-            metric.update(logits[i:i + 1], labels[i:i + 1])
-        result = metric.compute()  # torchmetrics gathers and sums the states of both ranks
-        conf, pred = logits[mine].softmax(1).max(1)
-        stats = BinnedStats.from_samples(equal_width_bins(conf, 15), conf, pred == labels[mine], 15)
-        stats.all_reduce()
-        if rank == 0:
-            torch.save({"result": result.to_dict(maps=True), "count": stats.count}, out_file)
-    finally:
-        dist.destroy_process_group()
+def computed_on_rank(rank: int, world: int) -> dict:
+    logits, labels = make_data()
+    mine = slice(3 * rank, 3 * rank + 3)  # rank 0: images 0-2, rank 1: images 3-5
+    metric = new_metric()
+    for i in range(mine.start, mine.stop):
+        metric.update(logits[i:i + 1], labels[i:i + 1])
+    result = metric.compute()  # torchmetrics gathers and sums the states of both ranks
+    conf, pred = logits[mine].softmax(1).max(1)
+    stats = BinnedStats.from_samples(equal_width_bins(conf, 15), conf, pred == labels[mine], 15)
+    stats.all_reduce()
+    return {"result": result.to_dict(maps=True), "count": stats.count}
 
 
 def test_two_gloo_processes_equal_single_process(tmp_path):
-    out_file = tmp_path / "rank0.pt"
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(out_file)), nprocs=WORLD, join=True)
-    got = torch.load(out_file, weights_only=False)
+    got = run_ranks(computed_on_rank, tmp_path, world=WORLD, weights_only=False)[0]
     logits, labels = make_data()
     single = new_metric()
     for i in range(6):

@@ -1,11 +1,9 @@
 """Risk controllers across torch.distributed ranks (2 gloo processes) and on CUDA when one is present."""
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from ranks import run_ranks
 from segcal.risk import MarginController, RiskController
 from segcal.risk.morphology import distance_to
 
@@ -25,21 +23,14 @@ def fitted(logits, labels):
             "margin": MarginController(structure="disk", inner=True, loss="fnr", alpha=0.2).fit([(logits, labels)])}
 
 
-def worker(rank, world, init_file, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
-        logits, labels = make_data()
-        controllers = fitted(logits[rank::world], labels[rank::world])  # rows gathered when initialised
-        if rank == 0:
-            torch.save({k: c.state_dict() for k, c in controllers.items()}, os.path.join(out_dir, "rank0.pt"))
-    finally:
-        dist.destroy_process_group()
+def fitted_states(rank, world):
+    logits, labels = make_data()
+    controllers = fitted(logits[rank::world], labels[rank::world])  # rows gathered when initialised
+    return {k: c.state_dict() for k, c in controllers.items()}
 
 
 def test_two_gloo_ranks_match_single_process(tmp_path):
-    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    got = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    got = run_ranks(fitted_states, tmp_path)[0]
     logits, labels = make_data()
     order = torch.cat([torch.arange(0, 16, 2), torch.arange(1, 16, 2)])  # rank 0's images, then rank 1's
     single = fitted(logits[order], labels[order])
