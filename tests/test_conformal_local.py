@@ -7,7 +7,15 @@ from segcal.calibrated import CalibrationBundle, load_bundle, save_bundle
 from segcal.conformal.accumulate import ScoreBank
 from segcal.conformal.calibrator import ConformalCalibrator, PixelwiseCalibrator
 from segcal.conformal.evaluation import CoverageAccumulator, evaluate_coverage
-from segcal.conformal.local import LEVEL_STEPS, cross_fit, level_quantiles, local_cdfs, window_radii, within_bin
+from segcal.conformal.local import (
+    LEVEL_STEPS,
+    cross_fit,
+    level_quantiles,
+    local_cdfs,
+    rare_pixels,
+    window_radii,
+    within_bin,
+)
 from segcal.conformal.local_calibrator import LocalCalibrator
 from segcal.conformal.scores import class_scores, scores_at_labels
 from segcal.stats.score_histogram import ScoreBins, ScoreHistogram
@@ -28,6 +36,15 @@ def test_window_radii_known_answer():
     counts[2, 2] = 4
     radius, _ = window_radii(counts, 4)
     assert radius[2, 2] == 0 and radius[0, 0] == 2 and radius[0, 2] == 2
+
+
+def test_pixels_where_a_class_is_rare_pool_the_whole_image():
+    counts = torch.tensor([[0, 1, 5], [2, 0, 9]])
+    radius, window = window_radii(counts, 5, min_own=2)
+    assert radius.tolist() == [[4, 4, 0], [2, 4, 0]]  # rare (< 2 own scores): max(H, W) + 1, the whole image
+    assert window.tolist() == [[17, 17, 5], [17, 17, 9]]
+    assert rare_pixels(radius[None]).tolist() == [3]
+    assert torch.equal(window_radii(counts, 5)[0], torch.tensor([[2, 1, 0], [2, 1, 0]]))  # min_own 0: none
 
 
 def test_local_cdf_is_the_pooled_window_histogram():
@@ -101,9 +118,10 @@ def test_cross_fitted_levels_are_out_of_fold():
     assert torch.equal(expected, counts)
 
 
-def _split_coverage(n_cal, splits, pool=60, seed=0, fitting="cross", grid=1):
+def _split_coverage(n_cal, splits, pool=60, seed=0, fitting="cross", grid=1, fg_prob=0.5):
     """Split-averaged class coverage [C] at 1 − α and its upper bound (ties included) [C]."""
-    logits, labels = planted_logits(pool, block_map((10, 10)), [-1, 1.5, 3.5, 6], [0.5, 1, 0.5, 2], seed=seed)
+    logits, labels = planted_logits(pool, block_map((10, 10)), [-1, 1.5, 3.5, 6], [0.5, 1, 0.5, 2], fg_prob,
+                                    seed=seed)
     scores = class_scores(logits)
     bank = ScoreBank(2, (10, 10), *scores_at_labels(scores, labels))
     gen = torch.Generator().manual_seed(seed)
@@ -121,10 +139,15 @@ def _split_coverage(n_cal, splits, pool=60, seed=0, fitting="cross", grid=1):
     return torch.stack(cov).mean(0), torch.stack(bound).mean(0)
 
 
-@pytest.mark.parametrize("n_cal, fitting, grid", [(10, "cross", 1), (50, "cross", 1), (10, "split", 1),
-                                                  (50, "split", 1), (10, "cross", 2), (50, "cross", 3)])
-def test_coverage_guarantee_over_200_random_splits(n_cal, fitting, grid):
-    cov, bound = _split_coverage(n_cal, splits=200, fitting=fitting, grid=grid)
+RARE = [0.02, 0.5, 0.5, 0.5]  # foreground in 2% of images in the block the model gets wrong: rare pixels
+
+
+@pytest.mark.parametrize("n_cal, fitting, grid, fg_prob", [
+    (10, "cross", 1, 0.5), (50, "cross", 1, 0.5), (10, "split", 1, 0.5), (50, "split", 1, 0.5),
+    (10, "cross", 2, 0.5), (50, "cross", 3, 0.5), (50, "cross", 1, RARE), (50, "split", 1, RARE)])
+def test_coverage_guarantee_over_200_random_splits(n_cal, fitting, grid, fg_prob):
+    cov, bound = _split_coverage(n_cal, splits=200, fitting=fitting, grid=grid, fg_prob=fg_prob,
+                                 pool=60 if fg_prob == 0.5 else 100)
     assert bool((cov >= 1 - ALPHA - TOL).all()), cov
     assert bool((cov <= bound + TOL).all()), (cov, bound)
     assert bool((bound < 1 - ALPHA + 0.02).all()), bound  # pooled levels: a tight guarantee, not a full set
@@ -162,6 +185,36 @@ def test_state_round_trip_through_a_bundle(tmp_path):
     assert torch.equal(back.nc_curves(), cp.nc_curves())
 
 
+def test_a_rare_class_pools_the_whole_image_and_gets_fewer_full_sets():
+    # foreground in 1% of the images in the left half, where the model misses it; 50% on the right
+    logits, labels = planted_logits(400, block_map((12, 12), 1, 2), [3.0, 3.0], [1.0, 1.0], [0.01, 0.5], seed=9)
+    missed = ((labels == 1) & (torch.arange(12) < 6)).unsqueeze(1)
+    logits = torch.where(missed, logits.flip(1), logits)  # the model says background there
+    stream, test = [(logits[:200], labels[:200])], [(logits[200:], labels[200:])]
+    cp = LocalCalibrator(2, min_scores=30).fit(stream)  # min_own = ⌊0.02 · 200⌋ = 4
+    own = (labels[:200] == 1).sum(0)
+    assert cp.min_own_ == 4 and cp.rare_pixels_.tolist() == [0, int((own < 4).sum())] and cp.rare_pixels_[1] > 50
+    pooled = cp.thresholds(0.1)[1][own < 4]
+    assert bool((pooled == pooled[0]).all())  # one CDF, the whole image's, for every rare pixel
+    never = LocalCalibrator(2, min_scores=30, min_frequency=0).fit(stream)
+    assert never.min_own_ == 0 and never.rare_pixels_.tolist() == [0, 0]
+    left = [c.predict_set(test[0][0], 0.1)[..., :6].all(1).double().mean() for c in (cp, never)]
+    assert left[0] < 0.5 * left[1]  # the local windows of the missed rare class put it in most sets
+    cov = [evaluate_coverage(c, test, [0.1]).class_coverage[0] for c in (cp, never)]
+    assert float(cov[0][1]) > 0.88 and float(cov[1][1]) > 0.88  # both keep the class-conditional guarantee
+    assert cp.info_["rare_pixels"] == cp.rare_pixels_.tolist() and cp.info_["min_frequency"] == 0.02
+
+
+def test_states_from_before_min_frequency_load_without_rare_pixels():
+    logits, labels = planted_logits(30, ring_map((8, 8), [2]), [1, 3], [1, 1], seed=10)
+    cp = LocalCalibrator(2, min_scores=10, min_frequency=0).fit([(logits, labels)])
+    state = cp.state_dict()
+    del state["params"]["min_frequency"], state["min_frequency"], state["min_own"], state["rare_pixels"]
+    back = LocalCalibrator.from_state_dict(state)
+    assert back.min_frequency == 0 and back.min_own_ == 0 and back.rare_pixels_.tolist() == [0, 0]
+    assert torch.equal(back.predict_set(logits, 0.1), cp.predict_set(logits, 0.1))
+
+
 def test_a_class_never_seen_falls_back_to_the_full_set_without_nan():
     logits, labels = planted_logits(12, ring_map((8, 8), [2]), [1, 3], [1, 1], seed=5)
     labels = torch.zeros_like(labels)  # class 1 never labelled
@@ -177,6 +230,9 @@ def test_a_class_never_seen_falls_back_to_the_full_set_without_nan():
     ({"split": 1.0}, "split must lie strictly between 0 and 1"),
     ({"split": None}, "split must lie strictly between 0 and 1"),
     ({"mode": "fast"}, "mode must be one of"),
+    ({"min_frequency": 1.0}, r"min_frequency must lie in \[0, 1\)"),
+    ({"min_frequency": -0.1}, r"min_frequency must lie in \[0, 1\)"),
+    ({"min_frequency": True}, r"min_frequency must lie in \[0, 1\)"),
 ])
 def test_bad_parameters_are_one_clear_error(params, message):
     with pytest.raises(ValueError, match=message):

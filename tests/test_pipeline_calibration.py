@@ -259,3 +259,18 @@ def test_local_method_end_to_end(run, tmp_path, capsys):
     assert "min_scores" in listed and "split" in listed and "num_groups" not in listed
     assert _cli("calibrate", ckpt, "--method", "local", "--param", "num_groups=3", "--out", tmp_path / "x.ckpt") == 2
     assert "invalid --param num_groups for local" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_model_source_keeps_batches_on_the_model_device(run, device):
+    from dataclasses import replace
+
+    from segcal.pipeline.sources import model_source
+
+    source = model_source(run[1], "cal", device=device, limit=4)
+    kept = next(iter(replace(source, keep_device=True)))
+    assert kept.logits.device.type == device and kept.labels.device.type == device
+    plain = next(iter(source))
+    assert plain.logits.device.type == "cpu" and torch.allclose(plain.logits, kept.logits.cpu(), atol=1e-5)
+    assert replace(source, keep_device=True).subset(2).keep_device  # subsets keep the setting

@@ -96,6 +96,12 @@ class ScoreBank:
     def __len__(self) -> int:
         return self.num_images
 
+    def to(self, device: torch.device | str) -> ScoreBank:
+        """In place: move the stored scores and labels to ``device`` (one tensor each); returns ``self``."""
+        self._consolidate()
+        self._scores, self._labels = [self._scores[0].to(device)], [self._labels[0].to(device)]
+        return self
+
     def subset(self, indices: torch.Tensor | list[int]) -> ScoreBank:
         """The images ``indices`` (a new bank)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
@@ -234,6 +240,12 @@ class ScoreAccumulator:
     def _maybe_bin(self) -> None:
         if self.mode == "auto" and self.exact and self.store.num_scores > self.max_exact_scores:
             self.to_histogram()
+
+    def to(self, device: torch.device | str) -> ScoreAccumulator:
+        """In place: move the store to ``device`` (e.g. to the CPU once a device-resident pass is over)."""
+        if self.store is not None:
+            self.store.to(device)
+        return self
 
     def to_histogram(self) -> ScoreAccumulator:
         """Switch to (binned) histogram storage in place."""

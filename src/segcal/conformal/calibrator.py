@@ -153,7 +153,8 @@ class ConformalCalibrator(Estimator):
 
         ``n_cal``: use the first ``n_cal`` images (``ValueError`` if the stream has fewer).
         ``sync_dist``: combine the scores of all ``torch.distributed`` ranks (default: when
-        initialised); the split rule then applies per rank.
+        initialised); the split rule then applies per rank. The statistics accumulate on the device of the
+        batches (a GPU's logits never travel to the CPU per batch) and move to the CPU once, for the fit.
         """
         self._validate_params()
         parts: dict[str, ScoreAccumulator] = {}
@@ -164,14 +165,14 @@ class ConformalCalibrator(Estimator):
                 raise ValueError(f"image size {tuple(preds.shape[2:])} differs from the first calibration "
                                  f"batch's {shape}")
             shape, pooled = tuple(preds.shape[2:]), self.grouping == "image"
-            s, y = self._true_class_scores(preds, labels)
-            s, y = s.cpu(), self._pooled(y.cpu())  # calibration statistics live on the CPU
+            s, y = self._true_class_scores(preds, labels.to(preds.device))
+            y = self._pooled(y)
             if not parts:
                 bins, max_exact = stats_storage(pooled, self.bins, self.max_exact_scores)
                 parts = {name: ScoreAccumulator(1 if self.marginal else num_classes,
                                                 stats_shape(pooled, self.grid, shape), self.mode, bins, max_exact)
                          for name in self._parts()}
-            codes = self._part_codes(seen, s.shape[0])
+            codes = self._part_codes(seen, s.shape[0]).to(s.device)
             for index, acc in enumerate(parts.values()):
                 keep = codes == index
                 acc.update(*to_stats(pooled, self.grid, s[keep], y[keep]))
@@ -179,7 +180,7 @@ class ConformalCalibrator(Estimator):
         if sync_dist or (sync_dist is None and dist.is_available() and dist.is_initialized()):
             for acc in parts.values():
                 acc.all_reduce()
-        return self.fit_parts(parts, num_classes, shape)
+        return self.fit_parts({name: acc.to("cpu") for name, acc in parts.items()}, num_classes, shape)
 
     def _true_class_scores(self, preds: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``scores_at_labels`` of a batch, a few images at a time (every class's scores of a whole batch of

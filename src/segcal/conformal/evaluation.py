@@ -144,7 +144,9 @@ class CoverageAccumulator:
     """Streaming coverage statistics of ``calibrator`` (sums: mergeable and all-reducible).
 
     ``update(preds, labels)`` with ``preds [N, C, H, W]`` (logits/probs), or ``update_scores``
-    with class scores already computed (e.g. cached once for a sweep over many calibrators).
+    with class scores already computed (e.g. cached once for a sweep over many calibrators). The statistics
+    move to the device of the first batch (a GPU's scores never travel to the CPU per batch) and back to
+    the CPU in :meth:`compute`.
     """
 
     def __init__(self, calibrator: ConformalCalibrator, alphas: Iterable[float] | None = None,
@@ -178,7 +180,9 @@ class CoverageAccumulator:
         if tuple(scores.shape[1:]) != tuple(self.thresholds.shape[1:]) or labels.shape != scores[:, 0].shape:
             raise ValueError(f"test scores {tuple(scores.shape)} / labels {tuple(labels.shape)} do not match"
                              f" the calibration classes and image size {tuple(self.thresholds.shape[1:])}")
-        scores, labels = scores.cpu(), labels.cpu()  # statistics live on the CPU, like the thresholds
+        if scores.device != self.min_hist.device:
+            self.to(scores.device)  # once: the statistics follow the batches
+        labels = labels.to(scores.device)
         n, c, h, w = scores.shape
         a, p = len(self.levels), h * w
         y = valid_labels(labels, c, self.calibrator.ignore_index).view(n, p)  # -1 = skip
@@ -197,6 +201,14 @@ class CoverageAccumulator:
         add_small_counts(self.max_hist, hi)
         add_small_counts(self.second_hist, second)
         self.num_images += n
+
+    def to(self, device: torch.device | str) -> CoverageAccumulator:
+        """In place: move the thresholds and statistics to ``device``; returns ``self``."""
+        self.covered_hist.to(device)
+        self.size_hist.to(device)
+        for name in ("thresholds", "_thresholds_acp", "_pixels", "_others", "min_hist", "max_hist", "second_hist"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
 
     @property
     def counts(self) -> torch.Tensor:
@@ -223,6 +235,7 @@ class CoverageAccumulator:
     def compute(self) -> CoverageResult:
         if self.num_images == 0:
             raise ValueError("no test images were evaluated")
+        self.to("cpu")
         a, c, h, w = self.thresholds.shape
         labelled = labelled_view(self.covered_hist.total(), c)  # [P, C, A + 1]
         cnt = labelled.sum(-1).long()  # [P, C] (summed in int32: no int64 copy of the histogram)

@@ -5,7 +5,9 @@ On the **fit** images, each (class ``c``, pixel ``x``) gets the smallest square 
 scores; its **local CDF** ``F_{c,x}`` is the pooled histogram of those scores. Window sums are box sums of
 integral images of the per-pixel histograms ``[C, H, W, B]``, so the cost is ``O(C·H·W·B)`` whatever the
 window sizes. Windows shrink to the pixel as data grows (a pixel with ``min_scores`` scores of its own is its
-own window).
+own window). A class that is **rare at a pixel** (fewer than ``min_own`` scores there, from the labels alone)
+pools the whole image instead: where a class is seldom seen its local scores say little, and a window of them
+would keep the class in most sets (see ``LocalCalibrator.min_frequency``).
 
 On the other (**cal**) images every score ``s`` of class ``c`` at ``x`` becomes a level
 ``u = F_{c,x}(s)`` (the CDF at the upper edge of the score's bin, on a :data:`LEVEL_STEPS` grid); the
@@ -58,18 +60,21 @@ def _box(integral: torch.Tensor, radius: torch.Tensor, ys: torch.Tensor, xs: tor
     return integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
 
 
-def window_radii(counts: torch.Tensor, min_scores: int) -> tuple[torch.Tensor, torch.Tensor]:
+def window_radii(counts: torch.Tensor, min_scores: int, min_own: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Smallest radius per pixel whose window holds ``≥ min_scores`` scores, and that window's count.
 
     ``counts [H, W]`` scores per pixel (one class) → ``(radius [H, W] int64, window count [H, W] int64)``.
-    Pixels whose whole image holds fewer keep the whole image (the largest radius needed).
+    Pixels whose whole image holds fewer keep the whole image (radius ``max(H, W)``); pixels holding fewer than
+    ``min_own`` scores of their own (the class is rare there) pool the whole image too, marked by the radius
+    ``max(H, W) + 1`` (:func:`rare_pixels`).
     """
     h, w = counts.shape
     integral = _integral(counts, int(counts.sum()))
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    radius = torch.full((h, w), -1, dtype=torch.long)
-    window = torch.zeros((h, w), dtype=torch.long)
     biggest = max(h, w)
+    rare = counts < min_own
+    radius = torch.where(rare, biggest + 1, -1).long()
+    window = torch.where(rare, int(counts.sum()), 0).long()
     for r in [r for r in RADII if r < biggest] + [biggest]:
         todo = radius < 0
         if not bool(todo.any()):
@@ -81,6 +86,11 @@ def window_radii(counts: torch.Tensor, min_scores: int) -> tuple[torch.Tensor, t
     return radius, window
 
 
+def rare_pixels(radius: torch.Tensor) -> torch.Tensor:
+    """Pixels per class that pool the whole image because the class is rare there: ``[C, H, W]`` → ``[C]``."""
+    return (radius > max(radius.shape[-2:])).flatten(1).sum(1)
+
+
 def _ceil_levels(cum: torch.Tensor) -> torch.Tensor:
     """``⌈LEVEL_STEPS · cum / total⌉`` per row of cumulative counts ``[P, B]`` (exact integer ceil); rows without
     a score get ``LEVEL_STEPS`` everywhere."""
@@ -89,13 +99,13 @@ def _ceil_levels(cum: torch.Tensor) -> torch.Tensor:
     return level.masked_fill_(total == 0, LEVEL_STEPS)
 
 
-def _class_cdf(whole: torch.Tensor, min_scores: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _class_cdf(whole: torch.Tensor, min_scores: int, min_own: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One class's windows and local CDFs from the integral image ``whole [H + 1, W + 1, B]`` of its
     bin-cumulated counts: ``(cdf [H, W, B] uint16, radius [H, W], window [H, W])`` (see :func:`local_cdfs`)."""
     h, w, b = whole.shape[0] - 1, whole.shape[1] - 1, whole.shape[2]
     pixels = torch.arange(h * w)
     per_pixel = _box(whole[..., -1], torch.tensor(0), pixels // w, pixels % w).view(h, w)
-    radius, window = window_radii(per_pixel, min_scores)
+    radius, window = window_radii(per_pixel, min_scores, min_own)
     flat = torch.empty((h * w, b), dtype=torch.int32)
     for chunk in pixels.split(_CHUNK):  # blocks of pixels bound the temporary memory
         cum = _box(whole, radius.view(-1)[chunk], chunk // w, chunk % w).long()
@@ -128,8 +138,9 @@ class ExactFold:
         return flat.view(-1, b)
 
 
-def local_cdfs(fit: ScoreHistogram, min_scores: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Quantised local CDFs of the fit histograms ``[C, H, W, B]``.
+def local_cdfs(fit: ScoreHistogram, min_scores: int, min_own: int = 0
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Quantised local CDFs of the fit histograms ``[C, H, W, B]`` (windows: :func:`window_radii`).
 
     Returns ``cdf [C, H, W, B]`` uint16 (``⌈LEVEL_STEPS · F_{c,x}(upper edge of bin b)⌉``; all
     ``LEVEL_STEPS`` where the window holds no score), ``radius [C, H, W]`` and ``window [C, H, W]`` (scores in
@@ -142,11 +153,11 @@ def local_cdfs(fit: ScoreHistogram, min_scores: int) -> tuple[torch.Tensor, torc
     for k in range(c):  # one class at a time bounds the memory to one [H + 1, W + 1, B] integral image
         cum = fit.class_counts(k).view(h, w, b).cumsum(-1, dtype=torch.int32)
         whole = _integral(cum, int(cum[..., -1].sum()))
-        cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores)
+        cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores, min_own)
     return cdf, radius, window
 
 
-def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int
+def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int, min_own: int = 0
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """K-fold cross-fitted local CDFs: windows and the stored CDF from every fold, levels out of fold.
 
@@ -174,7 +185,7 @@ def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int
         whole = owns[0].clone()
         for own in owns[1:]:
             whole += own
-        cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores)
+        cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores, min_own)
         for j, fold in enumerate(folds):
             if not exact:  # every (pixel, bin) cell holding scores, weighted by its count
                 part = fold.class_counts(k).view(h, w, b)

@@ -1,8 +1,9 @@
 """``--method local``: per-pixel prediction sets from locally pooled, globally conformalized scores.
 
 A share ``split`` of the calibration images (every ``1/split``-th, as for Kandinsky groupings) fits a
-local score CDF per class and pixel over the smallest window holding ``min_scores`` scores; the other
-images conformalize the levels ``u = F_{c,x}(s)`` (see :mod:`segcal.conformal.local`). ::
+local score CDF per class and pixel over the smallest window holding ``min_scores`` scores (the whole image
+where the class is rare at the pixel, :data:`DEFAULT_MIN_FREQUENCY`); the other images conformalize the levels
+``u = F_{c,x}(s)`` (see :mod:`segcal.conformal.local`). ::
 
     cp = LocalCalibrator(num_classes=2).fit(stream)        # (logits, labels) batches
     sets = cp.predict_set(logits, alpha=0.1)                # [N, C, H, W] bool
@@ -10,6 +11,7 @@ images conformalize the levels ``u = F_{c,x}(s)`` (see :mod:`segcal.conformal.lo
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -18,7 +20,15 @@ from segcal.conformal.accumulate import DEFAULT_MAX_EXACT_SCORES, Mode, ScoreAcc
 from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.diagnostics import trivial_message
 from segcal.conformal.grid import check_grid, upsample
-from segcal.conformal.local import ExactFold, cross_fit, level_counts, level_quantiles, local_cdfs, local_thresholds
+from segcal.conformal.local import (
+    ExactFold,
+    cross_fit,
+    level_counts,
+    level_quantiles,
+    local_cdfs,
+    local_thresholds,
+    rare_pixels,
+)
 from segcal.conformal.parts import fold_parts
 from segcal.conformal.state import NC_CURVE_LEVELS, STATE_FORMAT
 from segcal.errors import no_labels
@@ -28,6 +38,10 @@ from segcal.stats.score_histogram import ScoreBins, ScoreHistogram
 AUTO_MIN_SCORES = (50, 2000)
 """``min_scores="auto"``: ``max(50, ⌈2000 / n⌉)`` for ``n`` calibration images (measured on CCP, see
 docs/conformal.md): windows of at least 50 scores, larger when few images give few scores per pixel."""
+DEFAULT_MIN_FREQUENCY = 0.02
+"""A class seen at a pixel in fewer than ``⌊0.02·n⌋`` of ``n`` calibration images pools the whole image there
+(from 50 images on; measured on CCP, see docs/conformal.md): per-pixel coverage of a class that rare cannot be
+measured, and its local windows would put it in most sets (3–14% full sets → ≤ 7%, CE unchanged)."""
 DEFAULT_LOCAL_SPLIT = 0.5
 DEFAULT_FOLDS = 5
 FITTINGS = ("cross", "split")
@@ -40,8 +54,10 @@ class LocalCalibrator(ConformalCalibrator):
 
     Parameters (stored as given): ``num_classes`` (``None``: from the data); ``min_scores``, the scores of a
     class a window must hold (the window around a pixel grows until it does; ``"auto"``: see
-    :data:`AUTO_MIN_SCORES`); ``fitting`` (:data:`FITTINGS`) and ``folds``; ``split``, the share of images
-    that fit the local CDFs (the others set the conformal level); ``score``, ``kind``, ``head``,
+    :data:`AUTO_MIN_SCORES`); ``min_frequency``, below which share of the calibration images a class seen
+    at a pixel counts as rare there and pools the whole image (``0``: never); ``fitting`` (:data:`FITTINGS`)
+    and ``folds``; ``split``, the share of images that fit the local CDFs (the others set the conformal
+    level); ``score``, ``kind``, ``head``,
     ``ignore_index``, ``mode``, ``bins``, ``max_exact_scores``, ``seed``, ``marginal`` as
     :class:`ConformalCalibrator`; ``grid``, the side of the pixel blocks the local CDFs are kept for
     (:mod:`segcal.conformal.grid`; 1: every pixel, the default; windows are then counted in blocks).
@@ -51,16 +67,19 @@ class LocalCalibrator(ConformalCalibrator):
     ``radius_ [C, H, W]`` and ``window_counts_ [C, H, W]`` (window radius and scores in it),
     ``level_counts_ [C, L]`` (calibration levels), ``interpolated_`` (levels placed inside score bins: every
     part held exact scores), ``images_per_part_``, ``fallback_pixels_ [C]`` (pixels
-    whose whole image held fewer than ``min_scores`` scores of the class).
+    whose whole image held fewer than ``min_scores`` scores of the class), ``min_own_`` (own scores below
+    which a pixel is rare: ``⌊min_frequency · n⌋``) and ``rare_pixels_ [C]`` (pixels that pooled the
+    whole image because the class is rare there).
     """
 
     def __init__(self, num_classes: int | None = None, *, min_scores: int | str = "auto",
-                 fitting: str = "cross", folds: int = DEFAULT_FOLDS, split: float = DEFAULT_LOCAL_SPLIT,
+                 min_frequency: float = DEFAULT_MIN_FREQUENCY, fitting: str = "cross", folds: int = DEFAULT_FOLDS,
+                 split: float = DEFAULT_LOCAL_SPLIT,
                  score: str = "lac", marginal: bool = False, kind: Kind = "logits",
                  head: Head = "softmax", ignore_index: int = 255, mode: Mode = "auto", bins: ScoreBins | None = None,
                  max_exact_scores: int = DEFAULT_MAX_EXACT_SCORES, grid: int = 1, seed: int = 0) -> None:
         self.num_classes, self.marginal, self.min_scores, self.fitting = num_classes, marginal, min_scores, fitting
-        self.grid = grid
+        self.grid, self.min_frequency = grid, min_frequency
         self.folds, self.split = folds, split
         self.score, self.kind, self.head, self.ignore_index = score, kind, head, ignore_index
         self.mode, self.bins, self.max_exact_scores, self.seed = mode, bins, max_exact_scores, seed
@@ -74,6 +93,10 @@ class LocalCalibrator(ConformalCalibrator):
         if self.min_scores != "auto" and not (isinstance(self.min_scores, int) and not isinstance(
                 self.min_scores, bool) and self.min_scores >= 1):
             raise ValueError(f"min_scores must be a positive int or 'auto', got {self.min_scores!r}")
+        if isinstance(self.min_frequency, bool) or not isinstance(self.min_frequency, (int, float)) \
+                or not 0 <= self.min_frequency < 1:
+            raise ValueError(f"min_frequency must lie in [0, 1) (the share of calibration images below which a "
+                             f"class is rare at a pixel), got {self.min_frequency!r}")
         if self.fitting not in FITTINGS:
             raise ValueError(f"fitting must be one of {FITTINGS}, got {self.fitting!r}")
         if not (isinstance(self.folds, int) and not isinstance(self.folds, bool) and self.folds >= 2):
@@ -127,11 +150,13 @@ class LocalCalibrator(ConformalCalibrator):
         n = sum(need.values())
         floor, budget = AUTO_MIN_SCORES
         self.min_scores_ = max(floor, -(-budget // n)) if self.min_scores == "auto" else self.min_scores
+        fitted = list(hists.values()) if self.fitting == "cross" else [hists["fit"]]
+        self.min_own_ = math.floor(self.min_frequency * sum(h.num_images for h in fitted))  # per location
         if self.fitting == "cross":
             self.cdf_, self.radius_, self.window_counts_, self.level_counts_ = cross_fit(
-                list(hists.values()), self.min_scores_)
+                fitted, self.min_scores_, self.min_own_)
         else:
-            self.cdf_, self.radius_, self.window_counts_ = local_cdfs(hists["fit"], self.min_scores_)
+            self.cdf_, self.radius_, self.window_counts_ = local_cdfs(hists["fit"], self.min_scores_, self.min_own_)
             self.level_counts_ = level_counts(self.cdf_, hists["cal"])
         if int(self.window_counts_.max()) == 0:
             raise no_labels(self.ignore_index, "the calibration images")
@@ -139,6 +164,7 @@ class LocalCalibrator(ConformalCalibrator):
         self.num_classes_, self.shape_ = num_classes or first.num_classes, tuple(shape or first.shape)
         self.images_per_part_ = need
         self.fallback_pixels_ = (self.window_counts_ < self.min_scores_).flatten(1).sum(1)
+        self.rare_pixels_ = rare_pixels(self.radius_)
         self._cache, self._warned, self._fitted = {}, set(), True
         return self
 
@@ -163,12 +189,13 @@ class LocalCalibrator(ConformalCalibrator):
         self.check_is_fitted()
         sides = self.window_sides().double().flatten(1)
         return {"method": "local", "grouping": "local", "score": self.score, "marginal": self.marginal,
-                "min_scores": self.min_scores_,
+                "min_scores": self.min_scores_, "min_frequency": self.min_frequency, "min_own": self.min_own_,
                 "fitting": self.fitting, "folds": self.folds, "split": self.split, "grid": self.grid, "seed": self.seed,
                 "n_cal": self.n_cal_,
                 "images_per_part": dict(self.images_per_part_), "storage": "histogram",
                 "num_groups": self.num_groups_, "window_side_median": [float(v) for v in sides.median(1).values],
-                "fallback_pixels": [int(v) for v in self.fallback_pixels_]}
+                "fallback_pixels": [int(v) for v in self.fallback_pixels_],
+                "rare_pixels": [int(v) for v in self.rare_pixels_]}
 
     def state_dict(self, include_curves: bool | str = True) -> dict[str, Any]:
         """Parameters, local CDFs (uint16), windows and calibration levels; per-pixel ``nc_curves`` only with
@@ -194,6 +221,8 @@ class LocalCalibrator(ConformalCalibrator):
         self.interpolated_ = bool(state["interpolated"])
         self.min_scores_ = int(state["min_scores"])
         self.fallback_pixels_ = torch.tensor(state["fallback_pixels"])
+        self.min_own_ = int(state.get("min_own", 0))  # states written before min_frequency: no rare pixels
+        self.rare_pixels_ = rare_pixels(self.radius_)
         self._cache, self._warned, self._fitted = {}, set(), True
         return self
 
@@ -208,6 +237,7 @@ def local_params(state: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"not a segcal local conformal state (expected format {STATE_FORMAT!r} with cdf)")
     params = {k: v for k, v in state["params"].items() if k != "grouping"}
     params["bins"] = None if params.get("bins") is None else ScoreBins.from_state_dict(params["bins"])
+    params.setdefault("min_frequency", 0.0)  # states from before min_frequency pooled no rare pixels
     return params
 
 

@@ -65,6 +65,11 @@ class LevelHistogram:
             add_level_counts(self._recent, first[part], rows[part])
             self._pending += len(first[part])
 
+    def to(self, device: torch.device | str) -> LevelHistogram:
+        """In place: move the counts to ``device``; returns ``self``."""
+        self._total, self._recent = self._total.to(device), self._recent.to(device)
+        return self
+
     def total(self) -> torch.Tensor:
         """The int32 counts ``[K, A']`` (a live tensor: merge and all-reduce act on it in place)."""
         if self._pending:

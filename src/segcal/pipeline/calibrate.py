@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from dataclasses import replace
 from typing import Any
 
 from segcal.calibrated import CalibrationBundle
@@ -20,7 +21,7 @@ from segcal.errors import NoLabelsError
 from segcal.methods import CONFORMAL_METHODS, RECALIBRATION_METHODS, RISK_METHODS, check_method
 from segcal.pipeline.memory import check_memory
 from segcal.pipeline.progress import track
-from segcal.pipeline.sources import Stream, source_name
+from segcal.pipeline.sources import ModelSource, Stream, source_name
 from segcal.risk import MarginController, RiskController
 from segcal.stats.score_histogram import ScoreBins
 
@@ -154,6 +155,8 @@ def _fit(source, method: str, bundle: CalibrationBundle, params: dict[str, Any],
         bundle.risk, info = controller, controller.info_
     else:
         conformal = make_conformal(method, source.num_classes, source.head, source.ignore_index, seed, **params)
+        if isinstance(source, ModelSource) and bundle.recalibration is None:
+            source = replace(source, keep_device=True)  # statistics on the model's device: no per-batch copy
         conformal.fit(track(Stream(source, bundle.apply), f"calibrate {method}", enabled=progress))
         bundle.conformal, info = conformal, conformal.info_
     return info

@@ -44,12 +44,15 @@ def experiment_of(model: SegModel) -> ExperimentConfig:
     return from_dict(ExperimentConfig, model.hparams["experiment"])
 
 
-def run_model(model: SegModel, loader, description: str = "predict",
-              progress: bool = False) -> Iterator[tuple[torch.Tensor, dict]]:
-    """The one loop that runs a model: ``(logits [N, C_out, H, W] float32 on CPU, batch)`` for every batch
-    ``{"image": [N, 3, H, W], ...}`` of ``loader``, under ``torch.inference_mode`` on the model's device."""
+def run_model(model: SegModel, loader, description: str = "predict", progress: bool = False,
+              keep_device: bool = False) -> Iterator[tuple[torch.Tensor, dict]]:
+    """The one loop that runs a model: ``(logits [N, C_out, H, W] float32, batch)`` for every batch
+    ``{"image": [N, 3, H, W], ...}`` of ``loader``, under ``torch.inference_mode`` on the model's device.
+
+    Logits come back on the CPU, or stay on the model's device with ``keep_device`` (for device-resident
+    statistics: calibration on a GPU never copies them to the CPU)."""
     device = next(model.parameters()).device
     for batch in track(loader, description, enabled=progress):
         with torch.inference_mode():
-            logits = model(batch["image"].to(device)).float().cpu()
-        yield logits, batch
+            logits = model(batch["image"].to(device, non_blocking=True)).float()
+        yield (logits if keep_device else logits.cpu()), batch

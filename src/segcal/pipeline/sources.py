@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -51,13 +51,15 @@ class Source(Protocol):
 
 @dataclass
 class ModelSource:
-    """``model`` run over ``split`` of ``datamodule`` (optionally only its first ``limit`` images)."""
+    """``model`` run over ``split`` of ``datamodule`` (optionally only its first ``limit`` images); with
+    ``keep_device`` the batches' logits and labels stay on the model's device (device-resident statistics)."""
 
     model: SegModel
     datamodule: SegDataModule
     split: str
     checkpoint: str | None = None
     limit: int | None = None
+    keep_device: bool = False
 
     def __post_init__(self) -> None:
         if self.split not in self.datamodule.split_names:
@@ -111,7 +113,7 @@ class ModelSource:
         return self.limit or len(self.datamodule.dataset(self.split))
 
     def subset(self, n: int) -> ModelSource:
-        return ModelSource(self.model, self.datamodule, self.split, self.checkpoint, n)
+        return replace(self, limit=n)
 
     def describe(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "predictions": None, "split": self.split, "num_images": len(self),
@@ -121,10 +123,12 @@ class ModelSource:
         ds = self.datamodule.dataset(self.split)
         if self.limit is not None:
             ds = Subset(ds, range(self.limit))
+        cuda = self.keep_device and next(self.model.parameters()).device.type == "cuda"
         loader = DataLoader(ds, batch_size=self.datamodule.cfg.batch_size, shuffle=False,
-                            num_workers=self.datamodule.cfg.num_workers)
-        for logits, batch in run_model(self.model, loader):
-            yield Batch(logits, batch["mask"], list(batch["name"]), batch["image"],
+                            num_workers=self.datamodule.cfg.num_workers, pin_memory=cuda)
+        for logits, batch in run_model(self.model, loader, keep_device=self.keep_device):
+            yield Batch(logits, batch["mask"].to(logits.device, non_blocking=True), list(batch["name"]),
+                        batch["image"],
                         [tuple(s) for s in batch["size"].tolist()] if "size" in batch else None)
 
     def display_image(self, batch: Batch, i: int) -> torch.Tensor:

@@ -267,6 +267,11 @@ class ScoreHistogram:
     def device(self) -> torch.device:
         return self._store.device
 
+    def to(self, device: torch.device | str) -> ScoreHistogram:
+        """In place: move the counts to ``device``; returns ``self``."""
+        self._store = self._store.to(device)
+        return self
+
     def _cumulative(self):
         """``(locations, cumulative counts [C, g, B])`` chunk by chunk (bounded temporary memory)."""
         for start in range(0, self.num_locations, _CHUNK):
