@@ -9,6 +9,7 @@ from segcal.conformal.calibrator import ConformalCalibrator, PixelwiseCalibrator
 from segcal.conformal.evaluation import CoverageAccumulator, evaluate_coverage
 from segcal.conformal.local import (
     LEVEL_STEPS,
+    OccupiedBins,
     cross_fit,
     level_quantiles,
     local_cdfs,
@@ -45,6 +46,15 @@ def test_pixels_where_a_class_is_rare_pool_the_whole_image():
     assert window.tolist() == [[17, 17, 5], [17, 17, 9]]
     assert rare_pixels(radius[None]).tolist() == [3]
     assert torch.equal(window_radii(counts, 5)[0], torch.tensor([[2, 1, 0], [2, 1, 0]]))  # min_own 0: none
+
+
+def test_occupied_bins_compress_and_expand_cumulated_counts():
+    used = OccupiedBins(torch.tensor([False, True, False, False, True, False]))
+    assert used.num_occupied == 2 and used.index(torch.tensor([1, 4])).tolist() == [0, 1]
+    cum = torch.tensor([[3, 5], [0, 2]])  # cumulated counts at bins 1 and 4
+    first = torch.tensor([[0], [-1]])
+    assert used.expand(cum, first).tolist() == [[0, 3, 3, 3, 5, 5], [-1, 0, 0, 0, 2, 2]]
+    assert OccupiedBins(torch.zeros(4, dtype=torch.bool)).num_occupied == 1  # no score: one all-zero column
 
 
 def test_local_cdf_is_the_pooled_window_histogram():

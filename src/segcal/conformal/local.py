@@ -26,25 +26,40 @@ from segcal.stats.score_histogram import ScoreBins, ScoreHistogram
 LEVEL_STEPS = 65535
 """Local CDF values are stored as integers ``0…LEVEL_STEPS`` (uint16), rounded up."""
 
-_CHUNK = 4096  # pixels per block when summing windows (bounds temporary memory)
+_CHUNK = 16384  # pixels per block when summing windows (bounds temporary memory: 32 MiB at 256 bins)
 
 RADII = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512,
          640, 768, 1024, 1536, 2048, 4096)
 """Window radii tried, smallest first (side ``2r + 1``); the last one that fits covers the whole image."""
 
 
-def _integral(x: torch.Tensor, total: int, out: torch.Tensor | None = None) -> torch.Tensor:
+def _count_dtype(total: int) -> torch.dtype:
+    return torch.int32 if total < 2**31 else torch.int64
+
+
+def _zeros(shape: tuple[int, ...], total: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A zeroed count buffer of ``shape`` (dtype from ``total``): ``out`` reused when it fits (no new pages)."""
+    dtype = _count_dtype(total)
+    if out is None or tuple(out.shape) != tuple(shape) or out.dtype != dtype:
+        return torch.zeros(shape, dtype=dtype)
+    return out.zero_()
+
+
+def _integral(x: torch.Tensor, total: int, cumulate: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
     """Zero-padded 2-D integral image of integer ``x [H, W, ...]`` (summing to ``total``) →
-    ``[H + 1, W + 1, ...]``, int32 when ``total`` fits, else int64 (written into ``out`` when given, a buffer of
-    that shape and dtype). Row and column running sums add whole contiguous rows: several times faster than
-    ``cumsum`` over the leading dimensions."""
-    dtype = torch.int32 if total < 2**31 else torch.int64
-    shape = (x.shape[0] + 1, x.shape[1] + 1, *x.shape[2:])
-    if out is None or out.shape != shape or out.dtype != dtype:
-        out = torch.empty(shape, dtype=dtype)
-    out[0].zero_()
-    out[:, 0].zero_()
-    out[1:, 1:] = x.to(dtype)
+    ``[H + 1, W + 1, ...]``, int32 when ``total`` fits, else int64; with ``cumulate`` the last dimension (bins)
+    is cumulated too (see :func:`_integrate_`). Written into ``out`` when it fits."""
+    out = _zeros((x.shape[0] + 1, x.shape[1] + 1, *x.shape[2:]), total, out)
+    out[1:, 1:] = x
+    return _integrate_(out, cumulate)
+
+
+def _integrate_(out: torch.Tensor, cumulate: bool = False) -> torch.Tensor:
+    """In place: the integral image of counts laid out zero-padded in ``out [H + 1, W + 1, ...]`` (row 0 and
+    column 0 zero), cumulated over the last dimension first with ``cumulate``. Row and column running sums add
+    whole contiguous rows: several times faster than ``cumsum`` over the leading dimensions."""
+    if cumulate:
+        out.cumsum_(-1)
     for i in range(2, out.shape[0]):
         out[i] += out[i - 1]
     for j in range(2, out.shape[1]):
@@ -53,11 +68,15 @@ def _integral(x: torch.Tensor, total: int, out: torch.Tensor | None = None) -> t
 
 
 def _box(integral: torch.Tensor, radius: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """Sums of the windows of ``radius`` around pixels ``(ys, xs)`` (clipped), from an integral image."""
+    """Sums of the windows of ``radius`` around pixels ``(ys, xs)`` (clipped), from an integral image
+    ``[H + 1, W + 1, ...]`` → ``[M, ...]`` in its dtype. Rows are read with ``index_select`` (several times
+    faster than advanced indexing); ``(a − b) + (d − c)`` never leaves the dtype's range."""
     h, w = integral.shape[0] - 1, integral.shape[1] - 1
-    y0, y1 = (ys - radius).clamp_min(0), (ys + radius + 1).clamp_max(h)
+    y0, y1 = (ys - radius).clamp_min(0) * (w + 1), (ys + radius + 1).clamp_max(h) * (w + 1)
     x0, x1 = (xs - radius).clamp_min(0), (xs + radius + 1).clamp_max(w)
-    return integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    rows = integral.reshape((h + 1) * (w + 1), -1)  # a copy only for a strided slice (one bin)
+    a, b, c, d = (rows.index_select(0, corner) for corner in (y1 + x1, y0 + x1, y1 + x0, y0 + x0))
+    return ((a - b) + (d - c)).view(-1, *integral.shape[2:])
 
 
 def window_radii(counts: torch.Tensor, min_scores: int, min_own: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,25 +111,61 @@ def rare_pixels(radius: torch.Tensor) -> torch.Tensor:
 
 
 def _ceil_levels(cum: torch.Tensor) -> torch.Tensor:
-    """``⌈LEVEL_STEPS · cum / total⌉`` per row of cumulative counts ``[P, B]`` (exact integer ceil); rows without
-    a score get ``LEVEL_STEPS`` everywhere."""
+    """``⌈LEVEL_STEPS · cum / total⌉`` (int32, exact) per row of cumulative counts ``[P, B]``; rows without a
+    score get ``LEVEL_STEPS`` everywhere.
+
+    For int32 counts (totals below 2³¹) float64 is exact and several times faster than int64 division: the
+    product is within 1.5e-11 of ``v = L·cum/total``, and a non-integer ``v`` is at least ``1/total > 4.6e-10``
+    above the integer below it, so ``⌈v̂ − 1e-10⌉ = ⌈v⌉``."""
     total = cum[:, -1:]
-    level = (cum * LEVEL_STEPS + total - 1).div_(total.clamp_min(1), rounding_mode="floor")
-    return level.masked_fill_(total == 0, LEVEL_STEPS)
+    return _ceil_scaled(cum, total, cum.dtype == torch.int32).to(torch.int32).masked_fill_(total == 0, LEVEL_STEPS)
 
 
-def _class_cdf(whole: torch.Tensor, min_scores: int, min_own: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One class's windows and local CDFs from the integral image ``whole [H + 1, W + 1, B]`` of its
-    bin-cumulated counts: ``(cdf [H, W, B] uint16, radius [H, W], window [H, W])`` (see :func:`local_cdfs`)."""
-    h, w, b = whole.shape[0] - 1, whole.shape[1] - 1, whole.shape[2]
+def _ceil_scaled(num: torch.Tensor, den: torch.Tensor, small: bool) -> torch.Tensor:
+    """``⌈LEVEL_STEPS · num / den⌉`` for integers ``0 ≤ num ≤ den`` (``den = 0`` counts as 1), exactly: in float64
+    when every ``den < 2³¹`` (``small``, see :func:`_ceil_levels`), else by int64 division. Float64 or int64."""
+    if small:
+        return torch.ceil(num.double() * (LEVEL_STEPS / den.clamp_min(1).double()) - 1e-10)
+    return (num.long() * LEVEL_STEPS + den - 1).div_(den.clamp_min(1), rounding_mode="floor")
+
+
+def _class_cdf(whole: torch.Tensor, min_scores: int, min_own: int, bins: OccupiedBins
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One class's windows and local CDFs from the integral image ``whole [H + 1, W + 1, B']`` of its
+    bin-cumulated counts over the occupied ``bins``: ``(cdf [H, W, B] uint16, radius [H, W], window [H, W])``
+    (see :func:`local_cdfs`)."""
+    h, w = whole.shape[0] - 1, whole.shape[1] - 1
     pixels = torch.arange(h * w)
     per_pixel = _box(whole[..., -1], torch.tensor(0), pixels // w, pixels % w).view(h, w)
     radius, window = window_radii(per_pixel, min_scores, min_own)
-    flat = torch.empty((h * w, b), dtype=torch.int32)
+    flat = torch.empty((h * w, bins.num_bins), dtype=torch.int32)
     for chunk in pixels.split(_CHUNK):  # blocks of pixels bound the temporary memory
-        cum = _box(whole, radius.view(-1)[chunk], chunk // w, chunk % w).long()
-        flat[chunk] = _ceil_levels(cum).to(torch.int32)
-    return flat.view(h, w, b).to(torch.uint16), radius, window
+        cum = _box(whole, radius.view(-1)[chunk], chunk // w, chunk % w)  # [chunk, B']
+        below = torch.where(cum[:, -1:] == 0, LEVEL_STEPS, 0).to(torch.int32)  # the level before any score
+        flat[chunk] = bins.expand(_ceil_levels(cum), below)
+    return flat.view(h, w, bins.num_bins).to(torch.uint16), radius, window
+
+
+class OccupiedBins:
+    """The score bins holding at least one score of a class (in any fold): integral images keep only those
+    (``B'`` of the ``B`` bins), and a cumulated count at an empty bin is the one at the occupied bin before it.
+
+    ``index(bins)``: compressed index of occupied bins; ``expand(values [M, B'], first [M, 1])`` → ``[M, B]``: at
+    every bin the value of the last occupied bin up to it (``first`` before the first occupied one)."""
+
+    def __init__(self, occupied: torch.Tensor) -> None:
+        self.occupied = occupied.clone()  # [B] bool
+        if not bool(self.occupied.any()):
+            self.occupied[-1] = True  # a class without scores keeps one (all-zero) column
+        self.num_bins, self.num_occupied = self.occupied.numel(), int(self.occupied.sum())
+        self.upto = self.occupied.long().cumsum(0)  # [B]: occupied bins ≤ b (column of [0 | cum] to read)
+
+    def index(self, bins: torch.Tensor) -> torch.Tensor:
+        """Compressed index of occupied ``bins``."""
+        return self.upto[bins] - 1
+
+    def expand(self, values: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        return torch.cat([first, values], 1).index_select(1, self.upto)
 
 
 class ExactFold:
@@ -120,14 +175,18 @@ class ExactFold:
     def __init__(self, scores: torch.Tensor, labels: torch.Tensor, num_classes: int, bins: ScoreBins) -> None:
         self.scores, self.labels, self.num_classes, self.bins = scores, labels, int(num_classes), bins
         self.num_images, self.shape = scores.shape[0], tuple(scores.shape[1:])
+        self._pixel_major: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def class_scores(self, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(pixel index [M], score [M], bin [M])`` of the class-``c`` scores, pixel-major (every image's, per
         pixel)."""
-        mine = (self.labels == c).view(self.num_images, -1).T  # [P, N]: pixel-major order
-        pixel = torch.arange(mine.shape[0]).view(-1, 1).expand_as(mine)[mine]
-        s = self.scores.view(self.num_images, -1).T[mine]
-        return pixel, s, self.bins.index(s)
+        if self._pixel_major is None:  # [P, N] copies, made once for every class
+            n = self.num_images
+            self._pixel_major = (self.labels.view(n, -1).T.contiguous(), self.scores.view(n, -1).T.contiguous())
+        labels, scores = self._pixel_major
+        index = torch.nonzero(labels.view(-1) == c).flatten()
+        s = scores.view(-1)[index]
+        return index.div_(self.num_images, rounding_mode="floor"), s, self.bins.index(s)
 
     def class_counts(self, c: int, scored: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         """Per-pixel histogram of class ``c``: ``[H·W, B]`` int32 (from :meth:`class_scores` when given)."""
@@ -151,10 +210,34 @@ def local_cdfs(fit: ScoreHistogram, min_scores: int, min_own: int = 0
     radius = torch.empty((c, h, w), dtype=torch.long)
     window = torch.empty((c, h, w), dtype=torch.long)
     for k in range(c):  # one class at a time bounds the memory to one [H + 1, W + 1, B] integral image
-        cum = fit.class_counts(k).view(h, w, b).cumsum(-1, dtype=torch.int32)
-        whole = _integral(cum, int(cum[..., -1].sum()))
-        cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores, min_own)
+        counts = fit.class_counts(k)  # [H·W, B]
+        used = OccupiedBins(counts.any(0))
+        whole = _integral(counts[:, used.occupied].view(h, w, -1), int(counts.sum()), cumulate=True)
+        cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores, min_own, used)
     return cdf, radius, window
+
+
+def _sparse_integral(pixel: torch.Tensor, bins: torch.Tensor, weight: torch.Tensor, shape: tuple[int, int],
+                     num_bins: int, total: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Integral image ``[H + 1, W + 1, num_bins]`` of bin-cumulated counts given as cells (``pixel``, ``bins``,
+    ``weight``), added straight into the zero-padded buffer (``out`` reused when it fits)."""
+    h, w = shape
+    out = _zeros((h + 1, w + 1, num_bins), total, out)
+    index = ((pixel // w + 1) * (w + 1) + pixel % w + 1) * num_bins + bins
+    out.view(-1).index_add_(0, index, weight.to(out.dtype))
+    return _integrate_(out, cumulate=True)
+
+
+def _fold_cells(fold: ScoreHistogram | ExactFold, k: int, inside: bool) -> tuple[torch.Tensor, ...]:
+    """Class ``k``'s scores of a fold as cells ``(pixel, bin, weight, t)``: every exact score (weight 1, with
+    ``inside`` ``t`` its place inside the bin, :func:`within_bin`) or every (pixel, bin) cell of a histogram (its
+    count); ``t`` None: levels at the bins' upper edges."""
+    if isinstance(fold, ExactFold):
+        pixel, s, bins = fold.class_scores(k)  # pixel-major: look-ups walk the integral images in order
+        return pixel, bins, torch.ones_like(pixel), within_bin(s, bins, fold.bins) if inside else None
+    part = fold.class_counts(k)  # [H·W, B]
+    pixel, bins = torch.nonzero(part, as_tuple=True)
+    return pixel, bins, part[pixel, bins].long(), None
 
 
 def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int, min_own: int = 0
@@ -167,7 +250,8 @@ def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int, min_own:
     ``level_counts [C, LEVEL_STEPS + 1]``. When every fold is an :class:`ExactFold` a level is interpolated
     inside the score's bin (linear in the logit, :func:`within_bin`), else it is the CDF at the bin's upper
     edge. Also returns ``radius`` and ``window`` ``[C, H, W]``. Integral images of
-    bin-cumulated counts make every out-of-fold level a handful of look-ups.
+    bin-cumulated counts (over the bins occupied by the class, :class:`OccupiedBins`) make every out-of-fold level
+    a handful of look-ups.
     """
     c, (h, w), b = folds[0].num_classes, folds[0].shape, folds[0].bins.num_bins
     cdf = torch.empty((c, h, w, b), dtype=torch.uint16)
@@ -177,31 +261,29 @@ def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int, min_own:
     limit = sum(fold.num_images for fold in folds) * h * w  # at most one score per image and pixel
     pixels = torch.arange(h * w)
     exact = all(isinstance(fold, ExactFold) for fold in folds)
+    owns, whole = [None] * len(folds), None  # buffers reused from class to class
     for k in range(c):
-        scored = [fold.class_scores(k) for fold in folds] if exact else [None] * len(folds)
-        owns = [_integral((fold.class_counts(k, got) if exact else fold.class_counts(k)).view(h, w, b)
-                          .cumsum(-1, dtype=torch.int32), limit)
-                for fold, got in zip(folds, scored)]  # this class's integral image per fold
-        whole = owns[0].clone()
-        for own in owns[1:]:
+        cells = [_fold_cells(fold, k, exact) for fold in folds]
+        occupied = torch.zeros(b, dtype=torch.bool)
+        for _, bs, _, _ in cells:
+            occupied[bs] = True
+        used = OccupiedBins(occupied)
+        owns = [_sparse_integral(p, used.index(bs), wt, (h, w), used.num_occupied, limit, own)
+                for (p, bs, wt, _), own in zip(cells, owns)]  # this class's integral image per fold
+        whole = _zeros(owns[0].shape, limit, whole)
+        for own in owns:
             whole += own
-        cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores, min_own)
-        for j, fold in enumerate(folds):
-            if not exact:  # every (pixel, bin) cell holding scores, weighted by its count
-                part = fold.class_counts(k).view(h, w, b)
-                ys, xs, bs = torch.nonzero(part, as_tuple=True)
-                weight, t = part[ys, xs, bs].long(), None
-            else:  # every score, placed inside its bin
-                pixel, s, bs = scored[j]  # pixel-major: look-ups walk the integral image once
-                ys, xs = pixel // w, pixel % w
-                weight, t = torch.ones_like(ys), within_bin(s, bs, fold.bins)
-            if ys.numel() == 0:
+        cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores, min_own, used)
+        corners = _corners(whole, radius[k].view(-1), pixels // w, pixels % w)  # per pixel, every fold's
+        for j, (pixel, bs, weight, t) in enumerate(cells):
+            if pixel.numel() == 0:
                 continue
             rest = torch.sub(whole, owns[j], out=owns[j])  # integral image of the other folds (owns[j] is spent)
-            n = _box(rest[..., -1], radius[k].view(-1), pixels // w, pixels % w).view(h, w)[ys, xs]
-            level = _out_of_fold_levels(rest, n, radius[k][ys, xs], ys, xs, bs, t)
+            n = _box(rest[..., -1], radius[k].view(-1), pixels // w, pixels % w).index_select(0, pixel)
+            mine = tuple(corner.index_select(0, pixel) for corner in corners)
+            level = _out_of_fold_levels(rest, n, mine, used.index(bs), t)
             counts[k].index_add_(0, level, weight)
-        del owns, whole, scored
+        del cells
     return cdf, radius, window, counts
 
 
@@ -209,11 +291,11 @@ def within_bin(scores: torch.Tensor, index: torch.Tensor, bins: ScoreBins) -> to
     """Position ``t ∈ [0, 1]`` (float64) of ``scores`` inside their bins ``index``, linear in the logit; ``1`` in
     the first and last bins (whose outer edges 0 and 1 have no finite logit)."""
     edges = bins.edges.double()
-    lo, hi = edges[index], edges[index + 1]
-    logit = lambda p: torch.log(p) - torch.log1p(-p)  # noqa: E731
+    logit = lambda p: torch.log(p) - torch.log1p(-p)  # noqa: E731  (±inf at 0 and 1: outer bins, masked)
+    table = logit(edges)
+    lo, hi = table[index], table[index + 1]
+    t = (logit(scores.double()) - lo) / (hi - lo)
     inner = (index > 0) & (index < bins.num_bins - 1)
-    safe = lambda p: torch.where(inner, p, torch.full_like(p, 0.5))  # noqa: E731
-    t = (logit(safe(scores.double())) - logit(safe(lo))) / (logit(safe(hi)) - logit(safe(lo)))
     return torch.where(inner, t.clamp(0, 1), torch.ones_like(t))
 
 
@@ -227,22 +309,22 @@ def _corners(integral: torch.Tensor, radius: torch.Tensor, ys: torch.Tensor, xs:
 
 
 def _window_at(integral: torch.Tensor, corners: tuple[torch.Tensor, ...], bins: torch.Tensor) -> torch.Tensor:
-    """Window sums at single ``bins`` from :func:`_corners` (one flat gather per corner) → int64."""
+    """Window sums at single ``bins`` from :func:`_corners` (one flat ``index_select`` per corner) → int64."""
     flat = integral.view(-1)
-    a, b, c, d = (flat[corner + bins] for corner in corners)
-    return a.long() - b - c + d
+    a, b, c, d = (flat.index_select(0, corner + bins) for corner in corners)
+    return ((a - b) + (d - c)).long()
 
 
-def _out_of_fold_levels(rest: torch.Tensor, n: torch.Tensor, radius: torch.Tensor, ys: torch.Tensor,
-                        xs: torch.Tensor, bs: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
-    """Integer levels ``⌈LEVEL_STEPS · F_rest⌉`` (``LEVEL_STEPS`` for an empty window) of queries at pixels
-    ``(ys, xs)`` and bins ``bs``: ``rest`` the integral image of the other folds' bin-cumulated counts, ``n``
-    their scores in each query's window; inside the bin at ``t`` when given."""
-    corners = _corners(rest, radius, ys, xs)
-    hi = _window_at(rest, corners, bs)
+def _out_of_fold_levels(rest: torch.Tensor, n: torch.Tensor, corners: tuple[torch.Tensor, ...], bs: torch.Tensor,
+                        t: torch.Tensor | None) -> torch.Tensor:
+    """Integer levels ``⌈LEVEL_STEPS · F_rest⌉`` (``LEVEL_STEPS`` for an empty window) of queries with window
+    ``corners`` (:func:`_corners`) at bins ``bs``: ``rest`` the integral image of the other folds' bin-cumulated
+    counts, ``n`` their scores in each query's window; inside the bin at ``t`` when given."""
     if t is None:
-        level = (hi * LEVEL_STEPS + n - 1).div_(n.clamp_min(1), rounding_mode="floor")
+        hi = _window_at(rest, corners, bs)
+        level = _ceil_scaled(hi, n, rest.dtype == torch.int32).long()
     else:
+        hi = _window_at(rest, corners, bs)
         lo = _window_at(rest, corners, (bs - 1).clamp_min(0)).masked_fill_(bs == 0, 0)
         u = (lo + t * (hi - lo)) / n.clamp_min(1)
         level = torch.ceil(u * LEVEL_STEPS - 1e-9).long()

@@ -41,9 +41,9 @@ PER_BLOCK_PER_BIN = {"local": 26}
 PARTS = {"image": 1, "pixel": 1, "kmeans": 2, "annuli": 2, "local": 5}
 """Accumulators a grouping fills (cal, fit; the local method's folds): each holds up to ``max_exact_scores``."""
 
-PER_SCORE = {"image": 24, "pixel": 24, "kmeans": 24, "annuli": 24, "local": 8}
+PER_SCORE = {"image": 24, "pixel": 24, "kmeans": 24, "annuli": 24, "local": 14}
 """Bytes per exact score (per labelled pixel and image) while the scores are pooled and sorted (the local method
-reads them one class at a time instead)."""
+reads them one class at a time from one pixel-major copy instead)."""
 HELD = 6
 """Bytes per exact score held (float32 score, int16 label)."""
 
