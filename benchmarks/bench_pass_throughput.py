@@ -42,10 +42,13 @@ def main() -> None:
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--methods", default="temperature,image,pixel,kandinsky-kmeans,local,risk")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes of every arm (default: the run's data.num_workers)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     ckpt = checkpoint(args.config, args.data, args.runs)
-    source = model_source(ckpt, args.split, [f"data.root={args.data}"], device="cpu").subset(args.images)
+    overrides = [f"data.root={args.data}"] + ([] if args.workers is None else [f"data.num_workers={args.workers}"])
+    source = model_source(ckpt, args.split, overrides, device="cpu").subset(args.images)
     methods = [m for m in args.methods.split(",") if m]
     bundle, _ = calibrate(source, "image", progress=False)  # what evaluate applies
     arms = {"inference": lambda: sum(1 for _ in source),
@@ -61,6 +64,7 @@ def main() -> None:
     rows = {name: {"seconds": statistics.median(t), "all": t, "throughput_ratio": base / statistics.median(t)}
             for name, t in seconds.items()}
     result = {"config": args.config, "images": len(source), "image_size": list(source.image_size),
+              "num_workers": source.datamodule.cfg.num_workers,
               "threads": torch.get_num_threads(), "rows": rows}
     for name, row in rows.items():
         print(f"{name:28s} {row['seconds']:7.2f} s   inference / this = {row['throughput_ratio']:.3f}")

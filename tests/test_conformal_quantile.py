@@ -120,3 +120,22 @@ def test_grouped_sort_equals_a_lexicographic_sort(negative):
     got = grouped_sorted_values(keys, values)
     ref = np.lexsort((values.numpy(), keys.numpy()))
     assert torch.equal(got, values[torch.from_numpy(ref)])  # −0.0 == 0.0
+
+
+@pytest.mark.parametrize("groups", ["pixel", "map", "image"])
+def test_bank_pools_are_the_sorted_scores_of_each_class_and_group(groups):
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.rand(9, 5, 6, generator=gen)
+    labels = torch.randint(-1, 3, (9, 5, 6), generator=gen)  # −1: unlabelled
+    bank = ScoreBank(3, (5, 6), scores, labels)
+    p = 30
+    index = {"pixel": torch.arange(p).expand(3, p), "map": torch.randint(0, 4, (3, p), generator=gen),
+             "image": torch.zeros(3, p, dtype=torch.long)}[groups]
+    num_groups = {"pixel": p, "map": 4, "image": 1}[groups]
+    pooled = bank.pool(index, num_groups)
+    y, s = labels.view(9, p), scores.view(9, p)
+    for c in range(3):
+        for g in range(num_groups):
+            mine = (y == c) & (index[c] == g).view(1, p)
+            start, stop = pooled.offsets[c * num_groups + g], pooled.offsets[c * num_groups + g + 1]
+            assert torch.equal(pooled.values[start:stop], s[mine].sort().values)

@@ -147,15 +147,22 @@ class ScoreBank:
         return torch.stack([(y == c).sum(0) for c in range(self.num_classes)])
 
     def pool(self, group_index: torch.Tensor, num_groups: int) -> SortedScores:
-        """Exact scores grouped by ``group_index [C, H·W]`` (pixel → group per class)."""
-        y = self.labels.reshape(self.num_images, -1)
-        valid = y >= 0
+        """Exact scores grouped by ``group_index [C, H·W]`` (pixel → group per class).
+
+        Keys ``c·G + group`` come from one look-up of ``c·P + pixel`` (int32 while ``C·P < 2³¹``; the pixel itself
+        when every pixel is its own group), over the labelled scores only."""
+        y = self.raw_labels.reshape(self.num_images, -1)  # int16: no int64 copy of every label
+        valid = (y >= 0).view(-1)
+        scores = self.scores.reshape(-1)[valid]
         if num_groups == 1:  # one group per class (imagewise): the class is the key
-            keys = y[valid]
-        else:
-            keys = (y * num_groups + group_index.long().gather(0, y.clamp_min(0)))[valid]  # [N, P] → labelled
-        return SortedScores.from_keys(keys, self.scores.reshape(self.num_images, -1)[valid],
-                                      self.num_classes, num_groups)
+            return SortedScores.from_keys(y.view(-1)[valid].long(), scores, self.num_classes, 1)
+        c, p = self.num_classes, y.shape[1]
+        dtype = torch.int32 if c * max(p, num_groups) < 2**31 else torch.long
+        cell = (y.to(dtype) * p + torch.arange(p, dtype=dtype)).view(-1)[valid]  # c·P + pixel
+        if not (num_groups == p and torch.equal(group_index, torch.arange(p).expand(c, p))):
+            table = (torch.arange(c).view(c, 1) * num_groups + group_index.long()).to(dtype).view(-1)
+            cell = table.index_select(0, cell)  # c·G + group
+        return SortedScores.from_keys(cell.long(), scores, c, num_groups)
 
     def count_leq(self, thresholds: torch.Tensor, chunk: int = 64) -> torch.Tensor:
         """Scores ``≤ thresholds`` per class and pixel: ``[A, C, H·W]`` → ``[A, C, H·W]`` int64."""
