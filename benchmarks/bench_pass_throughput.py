@@ -4,7 +4,7 @@ Loads a trained checkpoint (``ccp_person`` by default, trained by ``ccp_calibrat
 in one run and alternating so that machine noise hits every arm alike:
 
 * ``inference``: the model over the split (the same DataLoader and ``torch.inference_mode`` loop
-  as the pipeline: :func:`segcal.pipeline.inference.run_model`), nothing else;
+  as the pipeline: :func:`segcal.pipeline.inference.run_model`) in one thread, nothing else;
 * ``calibrate <method>``: the whole :func:`segcal.pipeline.calibrate.calibrate` (pass + fit);
 * ``evaluate``: :func:`segcal.pipeline.evaluate.evaluate` with a calibrated bundle (calibration, segmentation and
   coverage metrics; no figures).
@@ -19,6 +19,7 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -51,7 +52,8 @@ def main() -> None:
     source = model_source(ckpt, args.split, overrides, device="cpu").subset(args.images)
     methods = [m for m in args.methods.split(",") if m]
     bundle, _ = calibrate(source, "image", progress=False)  # what evaluate applies
-    arms = {"inference": lambda: sum(1 for _ in source),
+    plain = replace(source, prefetch=0)  # the model over the split in one thread, nothing else
+    arms = {"inference": lambda: sum(1 for _ in plain),
             **{f"calibrate {m}": (lambda m=m: calibrate(source, m, progress=False)) for m in methods},
             "evaluate": lambda: evaluate(source, bundle, progress=False)}
     seconds: dict[str, list[float]] = {name: [] for name in arms}

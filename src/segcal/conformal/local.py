@@ -162,7 +162,7 @@ class OccupiedBins:
 
     def index(self, bins: torch.Tensor) -> torch.Tensor:
         """Compressed index of occupied ``bins``."""
-        return self.upto[bins] - 1
+        return self.upto.index_select(0, bins) - 1
 
     def expand(self, values: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
         return torch.cat([first, values], 1).index_select(1, self.upto)
@@ -266,9 +266,10 @@ def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int, min_own:
         cells = [_fold_cells(fold, k, exact) for fold in folds]
         occupied = torch.zeros(b, dtype=torch.bool)
         for _, bs, _, _ in cells:
-            occupied[bs] = True
+            occupied.index_fill_(0, bs, True)
         used = OccupiedBins(occupied)
-        owns = [_sparse_integral(p, used.index(bs), wt, (h, w), used.num_occupied, limit, own)
+        cells = [(p, used.index(bs), wt, t) for p, bs, wt, t in cells]  # bins as columns of the integral images
+        owns = [_sparse_integral(p, bs, wt, (h, w), used.num_occupied, limit, own)
                 for (p, bs, wt, _), own in zip(cells, owns)]  # this class's integral image per fold
         whole = _zeros(owns[0].shape, limit, whole)
         for own in owns:
@@ -281,7 +282,7 @@ def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int, min_own:
             rest = torch.sub(whole, owns[j], out=owns[j])  # integral image of the other folds (owns[j] is spent)
             n = _box(rest[..., -1], radius[k].view(-1), pixels // w, pixels % w).index_select(0, pixel)
             mine = tuple(corner.index_select(0, pixel) for corner in corners)
-            level = _out_of_fold_levels(rest, n, mine, used.index(bs), t)
+            level = _out_of_fold_levels(rest, n, mine, bs, t)
             counts[k].index_add_(0, level, weight)
         del cells
     return cdf, radius, window, counts
@@ -293,7 +294,8 @@ def within_bin(scores: torch.Tensor, index: torch.Tensor, bins: ScoreBins) -> to
     edges = bins.edges.double()
     logit = lambda p: torch.log(p) - torch.log1p(-p)  # noqa: E731  (±inf at 0 and 1: outer bins, masked)
     table = logit(edges)
-    lo, hi = table[index], table[index + 1]
+    flat = index.reshape(-1)  # any shape
+    lo, hi = (table.index_select(0, i).view(index.shape) for i in (flat, flat + 1))
     t = (logit(scores.double()) - lo) / (hi - lo)
     inner = (index > 0) & (index < bins.num_bins - 1)
     return torch.where(inner, t.clamp(0, 1), torch.ones_like(t))

@@ -22,6 +22,7 @@ from segcal.data.transforms import denormalize
 from segcal.models.lightning import SegModel
 from segcal.pipeline.config import ExperimentConfig
 from segcal.pipeline.inference import experiment_of, load_model, run_model
+from segcal.pipeline.prefetch import prefetched
 
 
 @runtime_checkable
@@ -52,7 +53,9 @@ class Source(Protocol):
 @dataclass
 class ModelSource:
     """``model`` run over ``split`` of ``datamodule`` (optionally only its first ``limit`` images); with
-    ``keep_device`` the batches' logits and labels stay on the model's device (device-resident statistics)."""
+    ``keep_device`` the batches' logits and labels stay on the model's device (device-resident statistics).
+    Batches are loaded and run by a background thread up to ``prefetch`` batches ahead of the consumer
+    (:mod:`segcal.pipeline.prefetch`; 0: in the consumer's thread)."""
 
     model: SegModel
     datamodule: SegDataModule
@@ -60,6 +63,7 @@ class ModelSource:
     checkpoint: str | None = None
     limit: int | None = None
     keep_device: bool = False
+    prefetch: int = 2
 
     def __post_init__(self) -> None:
         if self.split not in self.datamodule.split_names:
@@ -126,7 +130,7 @@ class ModelSource:
         cuda = self.keep_device and next(self.model.parameters()).device.type == "cuda"
         loader = DataLoader(ds, batch_size=self.datamodule.cfg.batch_size, shuffle=False,
                             num_workers=self.datamodule.cfg.num_workers, pin_memory=cuda)
-        for logits, batch in run_model(self.model, loader, keep_device=self.keep_device):
+        for logits, batch in prefetched(run_model(self.model, loader, keep_device=self.keep_device), self.prefetch):
             yield Batch(logits, batch["mask"].to(logits.device, non_blocking=True), list(batch["name"]),
                         batch["image"],
                         [tuple(s) for s in batch["size"].tolist()] if "size" in batch else None)
