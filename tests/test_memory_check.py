@@ -123,3 +123,14 @@ def test_evaluate_is_checked_up_front_and_names_the_levels_that_fit(tmp_path, ca
     assert main([*args, "--alphas", "0.1,0.2"]) == 0
     assert "estimated peak memory" in capsys.readouterr().out
     assert main([*args, "--no-memory-check"]) == 0
+
+
+def test_a_prefetching_model_source_counts_the_batches_in_flight():
+    from types import SimpleNamespace
+
+    from segcal.pipeline.memory import in_flight_bytes
+
+    source = SimpleNamespace(prefetch=1, image_size=(512, 1024), batch_size=4, num_classes=19)
+    assert in_flight_bytes(source) == 2 * 4 * (4 * 19 + 8) * 512 * 1024  # one queued, one being run
+    assert in_flight_bytes(SimpleNamespace(prefetch=0, image_size=(8, 8), batch_size=1, num_classes=2)) == 0
+    assert in_flight_bytes(SimpleNamespace(image_size=(8, 8), batch_size=1, num_classes=2)) == 0  # saved predictions

@@ -18,8 +18,20 @@ levels, the test level is exchangeable with the calibration levels: class-condit
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import torch
 
+from segcal.conformal.integral import (
+    box,
+    integral_image,
+    ones,
+    sparse_integral,
+    window_at,
+    window_corners,
+    zeros,
+)
 from segcal.conformal.quantile import conformal_rank
 from segcal.stats.score_histogram import ScoreBins, ScoreHistogram
 
@@ -27,56 +39,11 @@ LEVEL_STEPS = 65535
 """Local CDF values are stored as integers ``0…LEVEL_STEPS`` (uint16), rounded up."""
 
 _CHUNK = 16384  # pixels per block when summing windows (bounds temporary memory: 32 MiB at 256 bins)
+_CELLS = 1 << 20  # scores (or histogram cells) per block when placing levels (bounds temporary memory)
 
 RADII = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512,
          640, 768, 1024, 1536, 2048, 4096)
 """Window radii tried, smallest first (side ``2r + 1``); the last one that fits covers the whole image."""
-
-
-def _count_dtype(total: int) -> torch.dtype:
-    return torch.int32 if total < 2**31 else torch.int64
-
-
-def _zeros(shape: tuple[int, ...], total: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """A zeroed count buffer of ``shape`` (dtype from ``total``): ``out`` reused when it fits (no new pages)."""
-    dtype = _count_dtype(total)
-    if out is None or tuple(out.shape) != tuple(shape) or out.dtype != dtype:
-        return torch.zeros(shape, dtype=dtype)
-    return out.zero_()
-
-
-def _integral(x: torch.Tensor, total: int, cumulate: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Zero-padded 2-D integral image of integer ``x [H, W, ...]`` (summing to ``total``) →
-    ``[H + 1, W + 1, ...]``, int32 when ``total`` fits, else int64; with ``cumulate`` the last dimension (bins)
-    is cumulated too (see :func:`_integrate_`). Written into ``out`` when it fits."""
-    out = _zeros((x.shape[0] + 1, x.shape[1] + 1, *x.shape[2:]), total, out)
-    out[1:, 1:] = x
-    return _integrate_(out, cumulate)
-
-
-def _integrate_(out: torch.Tensor, cumulate: bool = False) -> torch.Tensor:
-    """In place: the integral image of counts laid out zero-padded in ``out [H + 1, W + 1, ...]`` (row 0 and
-    column 0 zero), cumulated over the last dimension first with ``cumulate``. Row and column running sums add
-    whole contiguous rows: several times faster than ``cumsum`` over the leading dimensions."""
-    if cumulate:
-        out.cumsum_(-1)
-    for i in range(2, out.shape[0]):
-        out[i] += out[i - 1]
-    for j in range(2, out.shape[1]):
-        out[:, j] += out[:, j - 1]
-    return out
-
-
-def _box(integral: torch.Tensor, radius: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """Sums of the windows of ``radius`` around pixels ``(ys, xs)`` (clipped), from an integral image
-    ``[H + 1, W + 1, ...]`` → ``[M, ...]`` in its dtype. Rows are read with ``index_select`` (several times
-    faster than advanced indexing); ``(a − b) + (d − c)`` never leaves the dtype's range."""
-    h, w = integral.shape[0] - 1, integral.shape[1] - 1
-    y0, y1 = (ys - radius).clamp_min(0) * (w + 1), (ys + radius + 1).clamp_max(h) * (w + 1)
-    x0, x1 = (xs - radius).clamp_min(0), (xs + radius + 1).clamp_max(w)
-    rows = integral.reshape((h + 1) * (w + 1), -1)  # a copy only for a strided slice (one bin)
-    a, b, c, d = (rows.index_select(0, corner) for corner in (y1 + x1, y0 + x1, y1 + x0, y0 + x0))
-    return ((a - b) + (d - c)).view(-1, *integral.shape[2:])
 
 
 def window_radii(counts: torch.Tensor, min_scores: int, min_own: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +55,7 @@ def window_radii(counts: torch.Tensor, min_scores: int, min_own: int = 0) -> tup
     ``max(H, W) + 1`` (:func:`rare_pixels`).
     """
     h, w = counts.shape
-    integral = _integral(counts, int(counts.sum()))
+    cumulative = integral_image(counts, int(counts.sum()))
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     biggest = max(h, w)
     rare = counts < min_own
@@ -98,7 +65,7 @@ def window_radii(counts: torch.Tensor, min_scores: int, min_own: int = 0) -> tup
         todo = radius < 0
         if not bool(todo.any()):
             break
-        n = _box(integral, torch.tensor(r), ys[todo], xs[todo])
+        n = box(cumulative, torch.tensor(r), ys[todo], xs[todo])
         done = (n >= min_scores) | (r == biggest)
         idx = torch.nonzero(todo.flatten()).flatten()[done]
         radius.view(-1)[idx], window.view(-1)[idx] = r, n[done].long()
@@ -136,11 +103,11 @@ def _class_cdf(whole: torch.Tensor, min_scores: int, min_own: int, bins: Occupie
     (see :func:`local_cdfs`)."""
     h, w = whole.shape[0] - 1, whole.shape[1] - 1
     pixels = torch.arange(h * w)
-    per_pixel = _box(whole[..., -1], torch.tensor(0), pixels // w, pixels % w).view(h, w)
+    per_pixel = box(whole[..., -1], torch.tensor(0), pixels // w, pixels % w).view(h, w)
     radius, window = window_radii(per_pixel, min_scores, min_own)
     flat = torch.empty((h * w, bins.num_bins), dtype=torch.int32)
     for chunk in pixels.split(_CHUNK):  # blocks of pixels bound the temporary memory
-        cum = _box(whole, radius.view(-1)[chunk], chunk // w, chunk % w)  # [chunk, B']
+        cum = box(whole, radius.view(-1)[chunk], chunk // w, chunk % w)  # [chunk, B']
         below = torch.where(cum[:, -1:] == 0, LEVEL_STEPS, 0).to(torch.int32)  # the level before any score
         flat[chunk] = bins.expand(_ceil_levels(cum), below)
     return flat.view(h, w, bins.num_bins).to(torch.uint16), radius, window
@@ -212,32 +179,48 @@ def local_cdfs(fit: ScoreHistogram, min_scores: int, min_own: int = 0
     for k in range(c):  # one class at a time bounds the memory to one [H + 1, W + 1, B] integral image
         counts = fit.class_counts(k)  # [H·W, B]
         used = OccupiedBins(counts.any(0))
-        whole = _integral(counts[:, used.occupied].view(h, w, -1), int(counts.sum()), cumulate=True)
+        whole = integral_image(counts[:, used.occupied].view(h, w, -1), int(counts.sum()), cumulate=True)
         cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores, min_own, used)
     return cdf, radius, window
 
 
-def _sparse_integral(pixel: torch.Tensor, bins: torch.Tensor, weight: torch.Tensor, shape: tuple[int, int],
-                     num_bins: int, total: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Integral image ``[H + 1, W + 1, num_bins]`` of bin-cumulated counts given as cells (``pixel``, ``bins``,
-    ``weight``), added straight into the zero-padded buffer (``out`` reused when it fits)."""
-    h, w = shape
-    out = _zeros((h + 1, w + 1, num_bins), total, out)
-    index = ((pixel // w + 1) * (w + 1) + pixel % w + 1) * num_bins + bins
-    out.view(-1).index_add_(0, index, weight.to(out.dtype))
-    return _integrate_(out, cumulate=True)
+class _FoldClass:
+    """One fold's scores of one class, read as :func:`cross_fit` needs them: which bins they occupy, the integral
+    image over the occupied bins, and cells ``(pixel, compressed bin, weight, t)`` for the levels. Exact scores
+    are read once (``(pixel, score, bin)``, pixel-major, kept while the class is fitted); histograms are read
+    again for each use, so that their memory does not grow with the images."""
 
+    def __init__(self, fold: ScoreHistogram | ExactFold, k: int) -> None:
+        self.fold, self.k = fold, k
+        self.scored = fold.class_scores(k) if isinstance(fold, ExactFold) else None
 
-def _fold_cells(fold: ScoreHistogram | ExactFold, k: int, inside: bool) -> tuple[torch.Tensor, ...]:
-    """Class ``k``'s scores of a fold as cells ``(pixel, bin, weight, t)``: every exact score (weight 1, with
-    ``inside`` ``t`` its place inside the bin, :func:`within_bin`) or every (pixel, bin) cell of a histogram (its
-    count); ``t`` None: levels at the bins' upper edges."""
-    if isinstance(fold, ExactFold):
-        pixel, s, bins = fold.class_scores(k)  # pixel-major: look-ups walk the integral images in order
-        return pixel, bins, torch.ones_like(pixel), within_bin(s, bins, fold.bins) if inside else None
-    part = fold.class_counts(k)  # [H·W, B]
-    pixel, bins = torch.nonzero(part, as_tuple=True)
-    return pixel, bins, part[pixel, bins].long(), None
+    def occupied(self) -> torch.Tensor:
+        if self.scored is None:
+            return self.fold.class_counts(self.k).any(0)
+        return torch.zeros(self.fold.bins.num_bins, dtype=torch.bool).index_fill_(0, self.scored[2], True)
+
+    def integral(self, used: OccupiedBins, total: int, out: torch.Tensor | None) -> torch.Tensor:
+        h, w = self.fold.shape
+        if self.scored is None:
+            counts = self.fold.class_counts(self.k)[:, used.occupied].view(h, w, used.num_occupied)
+            return integral_image(counts, total, cumulate=True, out=out)
+        pixel, _, bins = self.scored
+        return sparse_integral(pixel, used.index(bins), (h, w), used.num_occupied, total, out)
+
+    def cells(self, used: OccupiedBins, inside: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]]:
+        """Every exact score (weight 1, with ``inside`` ``t`` its place in its bin, :func:`within_bin`) or every
+        (pixel, bin) cell of a histogram (its count), in chunks of at most :data:`_CELLS` cells (bounded
+        temporaries); ``t`` None: levels at the bins' upper edges."""
+        if self.scored is None:
+            part = self.fold.class_counts(self.k)  # [H·W, B]
+            step = max(1, _CELLS // part.shape[1])
+            for start in range(0, part.shape[0], step):
+                pixel, bins = torch.nonzero(part[start:start + step], as_tuple=True)
+                weight = part[start:start + step][pixel, bins].long()
+                yield pixel + start, used.index(bins), weight, None
+            return
+        for pixel, s, bins in zip(*(x.split(_CELLS) for x in self.scored)):
+            yield pixel, used.index(bins), ones(pixel.numel()), within_bin(s, bins, self.fold.bins) if inside else None
 
 
 def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int, min_own: int = 0
@@ -263,28 +246,22 @@ def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int, min_own:
     exact = all(isinstance(fold, ExactFold) for fold in folds)
     owns, whole = [None] * len(folds), None  # buffers reused from class to class
     for k in range(c):
-        cells = [_fold_cells(fold, k, exact) for fold in folds]
-        occupied = torch.zeros(b, dtype=torch.bool)
-        for _, bs, _, _ in cells:
-            occupied.index_fill_(0, bs, True)
-        used = OccupiedBins(occupied)
-        cells = [(p, used.index(bs), wt, t) for p, bs, wt, t in cells]  # bins as columns of the integral images
-        owns = [_sparse_integral(p, bs, wt, (h, w), used.num_occupied, limit, own)
-                for (p, bs, wt, _), own in zip(cells, owns)]  # this class's integral image per fold
-        whole = _zeros(owns[0].shape, limit, whole)
+        parts = [_FoldClass(fold, k) for fold in folds]
+        used = OccupiedBins(torch.stack([part.occupied() for part in parts]).any(0))
+        owns = [part.integral(used, limit, own) for part, own in zip(parts, owns)]  # this class's, per fold
+        whole = zeros(owns[0].shape, limit, whole)
         for own in owns:
             whole += own
         cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores, min_own, used)
-        corners = _corners(whole, radius[k].view(-1), pixels // w, pixels % w)  # per pixel, every fold's
-        for j, (pixel, bs, weight, t) in enumerate(cells):
-            if pixel.numel() == 0:
-                continue
+        where = window_corners(whole, radius[k].view(-1), pixels // w, pixels % w)  # per pixel, every fold's
+        for j, part in enumerate(parts):
             rest = torch.sub(whole, owns[j], out=owns[j])  # integral image of the other folds (owns[j] is spent)
-            n = _box(rest[..., -1], radius[k].view(-1), pixels // w, pixels % w).index_select(0, pixel)
-            mine = tuple(corner.index_select(0, pixel) for corner in corners)
-            level = _out_of_fold_levels(rest, n, mine, bs, t)
-            counts[k].index_add_(0, level, weight)
-        del cells
+            in_window = box(rest[..., -1], radius[k].view(-1), pixels // w, pixels % w)  # [H·W]
+            for pixel, bs, weight, t in part.cells(used, exact):
+                mine = tuple(corner.index_select(0, pixel) for corner in where)
+                level = _out_of_fold_levels(rest, in_window.index_select(0, pixel), mine, bs, t)
+                counts[k].index_add_(0, level, weight)
+        del parts
     return cdf, radius, window, counts
 
 
@@ -301,33 +278,18 @@ def within_bin(scores: torch.Tensor, index: torch.Tensor, bins: ScoreBins) -> to
     return torch.where(inner, t.clamp(0, 1), torch.ones_like(t))
 
 
-def _corners(integral: torch.Tensor, radius: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor
-             ) -> tuple[torch.Tensor, ...]:
-    """Flat offsets of the four corners of each window in ``integral [H + 1, W + 1, B]`` (bin 0)."""
-    h, w, b = integral.shape[0] - 1, integral.shape[1] - 1, integral.shape[2]
-    y0, y1 = (ys - radius).clamp_min(0) * (w + 1), (ys + radius + 1).clamp_max(h) * (w + 1)
-    x0, x1 = (xs - radius).clamp_min(0), (xs + radius + 1).clamp_max(w)
-    return (y1 + x1) * b, (y0 + x1) * b, (y1 + x0) * b, (y0 + x0) * b
-
-
-def _window_at(integral: torch.Tensor, corners: tuple[torch.Tensor, ...], bins: torch.Tensor) -> torch.Tensor:
-    """Window sums at single ``bins`` from :func:`_corners` (one flat ``index_select`` per corner) → int64."""
-    flat = integral.view(-1)
-    a, b, c, d = (flat.index_select(0, corner + bins) for corner in corners)
-    return ((a - b) + (d - c)).long()
-
-
 def _out_of_fold_levels(rest: torch.Tensor, n: torch.Tensor, corners: tuple[torch.Tensor, ...], bs: torch.Tensor,
                         t: torch.Tensor | None) -> torch.Tensor:
     """Integer levels ``⌈LEVEL_STEPS · F_rest⌉`` (``LEVEL_STEPS`` for an empty window) of queries with window
-    ``corners`` (:func:`_corners`) at bins ``bs``: ``rest`` the integral image of the other folds' bin-cumulated
-    counts, ``n`` their scores in each query's window; inside the bin at ``t`` when given."""
+    ``corners`` (:func:`segcal.conformal.integral.window_corners`) at bins ``bs``: ``rest`` the integral image of
+    the other folds' bin-cumulated counts, ``n`` their scores in each query's window; inside the bin at ``t``
+    when given."""
     if t is None:
-        hi = _window_at(rest, corners, bs)
+        hi = window_at(rest, corners, bs)
         level = _ceil_scaled(hi, n, rest.dtype == torch.int32).long()
     else:
-        hi = _window_at(rest, corners, bs)
-        lo = _window_at(rest, corners, (bs - 1).clamp_min(0)).masked_fill_(bs == 0, 0)
+        hi = window_at(rest, corners, bs)
+        lo = window_at(rest, corners, (bs - 1).clamp_min(0)).masked_fill_(bs == 0, 0)
         u = (lo + t * (hi - lo)) / n.clamp_min(1)
         level = torch.ceil(u * LEVEL_STEPS - 1e-9).long()
     return level.clamp_(0, LEVEL_STEPS).masked_fill_(n == 0, LEVEL_STEPS)

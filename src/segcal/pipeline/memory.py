@@ -42,11 +42,21 @@ def budget_bytes(max_bytes: int | None = None) -> int | None:
     return None if have is None else int(HEADROOM * have)
 
 
+def in_flight_bytes(source) -> int:
+    """What a prefetching model source holds beyond the batch being used: ``prefetch + 1`` batches (queued, and
+    being run) of float32 logits ``[B, C, H, W]`` and int64 labels (0 for sources without a prefetch)."""
+    ahead = int(getattr(source, "prefetch", 0) or 0)
+    if ahead < 1:
+        return 0
+    h, w = source.image_size
+    return (ahead + 1) * source.batch_size * (4 * source.num_classes + 8) * int(h) * int(w)
+
+
 def _estimate(source, method: str, images: int, params: dict[str, Any]) -> int:
-    return estimate_peak_bytes(CONFORMAL_METHODS[method][0], source.num_classes, tuple(source.image_size), images,
-                               int(params.get("grid", 1)),
-                               int(params.get("max_exact_scores", DEFAULT_MAX_EXACT_SCORES)),
-                               getattr(params.get("bins"), "num_bins", params.get("bins") or 256))
+    return in_flight_bytes(source) + estimate_peak_bytes(
+        CONFORMAL_METHODS[method][0], source.num_classes, tuple(source.image_size), images,
+        int(params.get("grid", 1)), int(params.get("max_exact_scores", DEFAULT_MAX_EXACT_SCORES)),
+        getattr(params.get("bins"), "num_bins", params.get("bins") or 256))
 
 
 def memory_plan(source, method: str, n_cal: int | None = None, params: dict[str, Any] | None = None,
@@ -116,7 +126,7 @@ def check_evaluate_memory(source, levels: int, conformal: bool, max_bytes: int |
     (``--alphas``) would fit when the estimate exceeds the budget (``max_bytes``, or :data:`HEADROOM` of the
     available memory)."""
     shape, c = tuple(source.image_size), source.num_classes
-    need = evaluate_peak_bytes(c, shape, levels, conformal)
+    need = evaluate_peak_bytes(c, shape, levels, conformal) + in_flight_bytes(source)
     budget = budget_bytes(max_bytes)
     if budget is None or need <= budget:
         return need, budget

@@ -4,7 +4,7 @@ PIL decoding and torch operators release the GIL, so while the caller accumulate
 the next batches are loaded and run: calibration and evaluation then cost little more than a plain inference
 pass. Order, errors and early exits are those of the plain loop. ::
 
-    for logits, batch in prefetched(run_model(model, loader), depth=2):
+    for logits, batch in prefetched(run_model(model, loader), depth=1):
         ...
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ T = TypeVar("T")
 _DONE, _FAILED = object(), object()
 
 
-def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+def prefetched(items: Iterable[T], depth: int = 1) -> Iterator[T]:
     """The items of ``items`` in order, produced by a daemon thread at most ``depth`` items ahead (``depth`` 0:
     the plain loop). An exception of the producer is raised here; leaving the loop early stops the producer."""
     if depth < 1:

@@ -63,7 +63,7 @@ class ModelSource:
     checkpoint: str | None = None
     limit: int | None = None
     keep_device: bool = False
-    prefetch: int = 2
+    prefetch: int = 1
 
     def __post_init__(self) -> None:
         if self.split not in self.datamodule.split_names:
