@@ -31,6 +31,23 @@ def test_adds_with_spills_equal_int64_reference():
     assert counts.nbytes == 1000 + 16 * counts.spill_index.numel()
 
 
+def test_columns_used_see_spilled_cells_without_a_dense_copy():
+    counts = CompactCounts(60)
+    counts.scatter_add_(torch.tensor([7] * 127), most=127)
+    counts.scatter_add_(torch.tensor([7] * 127), most=127)  # 254
+    counts.scatter_add_(torch.tensor([14, 22, 41]), most=127)  # could overflow: cell 7 spills (low back to 0)
+    assert counts.spill_index.tolist() == [7] and int(counts.low[7]) == 0
+    ref = counts.dense(0, 60).view(-1, 6) > 0
+    assert torch.equal(counts.columns_used(0, 60, 6), ref.any(0))  # column 1: only the spilled cell 7
+    assert torch.equal(counts.columns_used(30, 60, 6), ref[5:].any(0))
+    hist = ScoreHistogram(2, (2, 3), ScoreBins(5), compact=True)
+    hist.update(torch.tensor([[[0.1, 0.9, 0.5], [0.5, 0.2, 0.99]]]), torch.tensor([[[0, 1, 1], [0, -1, 1]]]))
+    for c in range(2):
+        assert torch.equal(hist.bins_used(c), hist.class_counts(c).any(0))
+        dense = ScoreHistogram(2, (2, 3), ScoreBins(5), hist.counts)
+        assert torch.equal(dense.bins_used(c), hist.bins_used(c))
+
+
 def test_spill_keeps_headroom_and_values():
     counts = CompactCounts(10)
     counts.scatter_add_(torch.tensor([0] * 127 + [1] * 5), most=127)

@@ -196,7 +196,7 @@ class _FoldClass:
 
     def occupied(self) -> torch.Tensor:
         if self.scored is None:
-            return self.fold.class_counts(self.k).any(0)
+            return self.fold.bins_used(self.k)
         return torch.zeros(self.fold.bins.num_bins, dtype=torch.bool).index_fill_(0, self.scored[2], True)
 
     def integral(self, used: OccupiedBins, total: int, out: torch.Tensor | None) -> torch.Tensor:

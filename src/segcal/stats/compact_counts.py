@@ -77,6 +77,15 @@ class CompactCounts:
             out.index_add_(0, self.spill_index[lo:hi] - start, self.spill_count[lo:hi].to(dtype))
         return out
 
+    def columns_used(self, start: int, stop: int, width: int) -> torch.Tensor:
+        """Cells ``[start, stop)`` seen as rows of ``width``: whether each column holds a nonzero count (bool
+        ``[width]``), without a dense copy."""
+        out = self.low[start:stop].view(-1, width).amax(0) > 0
+        lo, hi = torch.searchsorted(self.spill_index, torch.tensor([start, stop], device=self.device)).tolist()
+        if hi > lo:
+            out[(self.spill_index[lo:hi] - start) % width] = True
+        return out
+
     def merge_(self, other: CompactCounts) -> CompactCounts:
         """In place ``self += other``; returns ``self``."""
         if other.numel != self.numel:

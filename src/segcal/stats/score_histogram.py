@@ -182,6 +182,13 @@ class ScoreHistogram:
         size = self.num_locations * self.bins.num_bins
         return self._store.dense(c * size, (c + 1) * size).view(self.num_locations, self.bins.num_bins)
 
+    def bins_used(self, c: int) -> torch.Tensor:
+        """Whether any location holds a class-``c`` score in each bin: bool ``[B]`` (no dense copy)."""
+        if not self.compact:
+            return self.flat()[c].amax(0) > 0
+        size = self.num_locations * self.bins.num_bins
+        return self._store.columns_used(c * size, (c + 1) * size, self.bins.num_bins)
+
     def class_histogram(self, c: int) -> ScoreHistogram:
         """Class ``c`` alone, as a dense one-class histogram ``[1, *shape, B]``."""
         counts = self.class_counts(c).view(1, *self.shape, self.bins.num_bins)
