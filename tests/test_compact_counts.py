@@ -48,6 +48,31 @@ def test_columns_used_see_spilled_cells_without_a_dense_copy():
         assert torch.equal(dense.bins_used(c), hist.bins_used(c))
 
 
+def test_cells_and_columns_of_a_spilled_histogram_equal_its_dense_counts():
+    gen = torch.Generator().manual_seed(4)
+    hist = ScoreHistogram(2, (3, 4), ScoreBins(6, -3, 3), compact=True)
+    for _ in range(4):  # 400 images: frequent cells spill past uint8
+        scores = torch.rand(100, 3, 4, generator=gen) ** 20  # mostly in the first bin
+        labels = (torch.rand(100, 3, 4, generator=gen) > 0.9).long()  # class 0 at 90% of the pixels
+        hist.update(scores, labels.masked_fill(torch.rand(100, 3, 4, generator=gen) > 0.97, -1))
+    assert hist._store.spill_index.numel() > 0
+    for c in range(2):
+        dense = hist.class_counts(c).long()  # [G, B]
+        rebuilt = torch.zeros_like(dense)
+        loc, bins, count = hist.class_cells(c, slice(0, 12))
+        rebuilt.index_put_((loc, bins), count, accumulate=True)
+        assert torch.equal(rebuilt, dense)
+        loc, bins, count = hist.class_cells(c, slice(5, 9))  # a block of locations
+        assert bool(((loc >= 5) & (loc < 9)).all()) and int(count.sum()) == int(dense[5:9].sum())
+        columns = torch.tensor([True, False, True, True, False, True])
+        out = torch.full((4, 5, 4), -1, dtype=torch.int32)
+        hist.write_class_columns(c, columns, out[1:, 1:])  # into a strided view, as an integral image is
+        assert torch.equal(out[1:, 1:].long(), dense.view(3, 4, 6)[..., columns]) and bool((out[0] == -1).all())
+        plain = ScoreHistogram(2, (3, 4), hist.bins, hist.counts)
+        assert torch.equal(plain.write_class_columns(c, columns, torch.zeros(3, 4, 4, dtype=torch.long)),
+                           dense.view(3, 4, 6)[..., columns])
+
+
 def test_spill_keeps_headroom_and_values():
     counts = CompactCounts(10)
     counts.scatter_add_(torch.tensor([0] * 127 + [1] * 5), most=127)

@@ -278,3 +278,20 @@ def test_histogram_mode_and_sigmoid_head():
     cp = LocalCalibrator(2, head="sigmoid").fit([(sigmoid[:40], labels[:40])])
     same = LocalCalibrator(2).fit(stream)
     assert torch.equal(cp.predict_set(sigmoid[40:], 0.1), same.predict_set(logits[40:], 0.1))
+
+
+def test_compact_histogram_folds_give_the_dense_folds_fit():
+    from segcal.conformal.accumulate import ScoreAccumulator
+
+    logits, labels = planted_logits(800, ring_map((6, 8), [2]), [3, 5], [0.02, 0.02], seed=12)  # cells spill
+    scores = class_scores(logits).gather(1, labels.clamp_min(0).unsqueeze(1)).squeeze(1)
+    parts, dense = {}, {}
+    for name, keep in (("fit", slice(0, None, 2)), ("cal", slice(1, None, 2))):
+        acc = ScoreAccumulator(2, (6, 8), mode="histogram")
+        acc.update(scores[keep], labels[keep])
+        parts[name] = acc
+        dense[name] = ScoreAccumulator.wrap(ScoreHistogram(2, (6, 8), acc.bins, acc.store.counts, acc.num_images))
+    assert parts["fit"].store.compact and parts["fit"].store._store.spill_index.numel() > 0
+    a, b = LocalCalibrator(2, min_scores=30).fit_parts(parts), LocalCalibrator(2, min_scores=30).fit_parts(dense)
+    assert torch.equal(a.cdf_, b.cdf_) and torch.equal(a.level_counts_, b.level_counts_)
+    assert torch.equal(a.thresholds(0.1), b.thresholds(0.1))

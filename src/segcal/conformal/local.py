@@ -26,6 +26,7 @@ import torch
 from segcal.conformal.integral import (
     box,
     integral_image,
+    integrate_,
     ones,
     sparse_integral,
     window_at,
@@ -105,12 +106,13 @@ def _class_cdf(whole: torch.Tensor, min_scores: int, min_own: int, bins: Occupie
     pixels = torch.arange(h * w)
     per_pixel = box(whole[..., -1], torch.tensor(0), pixels // w, pixels % w).view(h, w)
     radius, window = window_radii(per_pixel, min_scores, min_own)
-    flat = torch.empty((h * w, bins.num_bins), dtype=torch.int32)
-    for chunk in pixels.split(_CHUNK):  # blocks of pixels bound the temporary memory
+    flat = torch.empty((h * w, bins.num_bins), dtype=torch.uint16)
+    for start in range(0, h * w, _CHUNK):  # blocks of pixels bound the temporary memory
+        chunk = pixels[start:start + _CHUNK]
         cum = box(whole, radius.view(-1)[chunk], chunk // w, chunk % w)  # [chunk, B']
-        below = torch.where(cum[:, -1:] == 0, LEVEL_STEPS, 0).to(torch.int32)  # the level before any score
-        flat[chunk] = bins.expand(_ceil_levels(cum), below)
-    return flat.view(h, w, bins.num_bins).to(torch.uint16), radius, window
+        below = torch.where(cum[:, -1:] == 0, LEVEL_STEPS, 0).to(torch.uint16)  # the level before any score
+        flat[start:start + _CHUNK] = bins.expand(_ceil_levels(cum).to(torch.uint16), below)
+    return flat.view(h, w, bins.num_bins), radius, window
 
 
 class OccupiedBins:
@@ -202,8 +204,9 @@ class _FoldClass:
     def integral(self, used: OccupiedBins, total: int, out: torch.Tensor | None) -> torch.Tensor:
         h, w = self.fold.shape
         if self.scored is None:
-            counts = self.fold.class_counts(self.k)[:, used.occupied].view(h, w, used.num_occupied)
-            return integral_image(counts, total, cumulate=True, out=out)
+            out = zeros((h + 1, w + 1, used.num_occupied), total, out)
+            self.fold.write_class_columns(self.k, used.occupied, out[1:, 1:])
+            return integrate_(out, cumulate=True)
         pixel, _, bins = self.scored
         return sparse_integral(pixel, used.index(bins), (h, w), used.num_occupied, total, out)
 
@@ -212,12 +215,10 @@ class _FoldClass:
         (pixel, bin) cell of a histogram (its count), in chunks of at most :data:`_CELLS` cells (bounded
         temporaries); ``t`` None: levels at the bins' upper edges."""
         if self.scored is None:
-            part = self.fold.class_counts(self.k)  # [H·W, B]
-            step = max(1, _CELLS // part.shape[1])
-            for start in range(0, part.shape[0], step):
-                pixel, bins = torch.nonzero(part[start:start + step], as_tuple=True)
-                weight = part[start:start + step][pixel, bins].long()
-                yield pixel + start, used.index(bins), weight, None
+            pixels, step = self.fold.num_locations, max(1, _CELLS // self.fold.bins.num_bins)
+            for start in range(0, pixels, step):
+                pixel, bins, weight = self.fold.class_cells(self.k, slice(start, start + step))
+                yield pixel, used.index(bins), weight, None
             return
         for pixel, s, bins in zip(*(x.split(_CELLS) for x in self.scored)):
             yield pixel, used.index(bins), ones(pixel.numel()), within_bin(s, bins, self.fold.bins) if inside else None

@@ -71,19 +71,24 @@ class CompactCounts:
 
     def dense(self, start: int, stop: int, dtype: torch.dtype = torch.int32) -> torch.Tensor:
         """Counts of cells ``[start, stop)`` as a dense tensor of ``dtype``."""
-        out = self.low[start:stop].to(dtype)
-        lo, hi = torch.searchsorted(self.spill_index, torch.tensor([start, stop], device=self.device)).tolist()
-        if hi > lo:
-            out.index_add_(0, self.spill_index[lo:hi] - start, self.spill_count[lo:hi].to(dtype))
+        low, offsets, counts = self.parts(start, stop)
+        out = low.to(dtype)
+        if offsets.numel():
+            out.index_add_(0, offsets, counts.to(dtype))
         return out
+
+    def parts(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cells ``[start, stop)`` as stored: the uint8 table (a view) and the spill entries (offsets from
+        ``start``, int64 counts); a cell's count is its low value plus its spill count."""
+        lo, hi = torch.searchsorted(self.spill_index, torch.tensor([start, stop], device=self.device)).tolist()
+        return self.low[start:stop], self.spill_index[lo:hi] - start, self.spill_count[lo:hi]
 
     def columns_used(self, start: int, stop: int, width: int) -> torch.Tensor:
         """Cells ``[start, stop)`` seen as rows of ``width``: whether each column holds a nonzero count (bool
         ``[width]``), without a dense copy."""
-        out = self.low[start:stop].view(-1, width).amax(0) > 0
-        lo, hi = torch.searchsorted(self.spill_index, torch.tensor([start, stop], device=self.device)).tolist()
-        if hi > lo:
-            out[(self.spill_index[lo:hi] - start) % width] = True
+        low, offsets, _ = self.parts(start, stop)
+        out = low.view(-1, width).amax(0) > 0
+        out[offsets % width] = True
         return out
 
     def merge_(self, other: CompactCounts) -> CompactCounts:

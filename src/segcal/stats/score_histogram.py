@@ -189,6 +189,37 @@ class ScoreHistogram:
         size = self.num_locations * self.bins.num_bins
         return self._store.columns_used(c * size, (c + 1) * size, self.bins.num_bins)
 
+    def class_cells(self, c: int, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Nonzero class-``c`` counts of the locations ``rows`` as cells ``(location, bin, count int64)``, without a
+        dense copy of compact counts (a spilled cell may come twice: its parts add up)."""
+        g, b = self.num_locations, self.bins.num_bins
+        start, stop, _ = rows.indices(g)
+        if not self.compact:
+            part = self.flat()[c, start:stop]
+            loc, bins = torch.nonzero(part, as_tuple=True)
+            return loc + start, bins, part[loc, bins].long()
+        low, offsets, counts = self._store.parts((c * g + start) * b, (c * g + stop) * b)
+        low = low.view(-1, b)
+        loc, bins = torch.nonzero(low, as_tuple=True)
+        return (torch.cat([loc, offsets // b]) + start, torch.cat([bins, offsets % b]),
+                torch.cat([low[loc, bins].long(), counts]))
+
+    def write_class_columns(self, c: int, columns: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Class-``c`` counts at the bins ``columns`` (bool ``[B]``) written into ``out [*shape, B']`` (any integer
+        dtype; a view is fine), without a dense copy of compact counts; returns ``out``."""
+        shape, b = (*self.shape, self.bins.num_bins), self.bins.num_bins
+        if not self.compact:
+            return out.copy_(self.flat()[c].view(shape)[..., columns])
+        size = self.num_locations * b
+        low, offsets, counts = self._store.parts(c * size, (c + 1) * size)
+        out.copy_(low.view(shape)[..., columns])
+        kept = columns[offsets % b]
+        if bool(kept.any()):
+            cols = columns.long().cumsum(0) - 1
+            where = torch.unravel_index(offsets[kept] // b, self.shape)
+            out.index_put_((*where, cols[offsets[kept] % b]), counts[kept].to(out.dtype), accumulate=True)
+        return out
+
     def class_histogram(self, c: int) -> ScoreHistogram:
         """Class ``c`` alone, as a dense one-class histogram ``[1, *shape, B]``."""
         counts = self.class_counts(c).view(1, *self.shape, self.bins.num_bins)
