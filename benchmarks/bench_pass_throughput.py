@@ -9,7 +9,8 @@ in one run and alternating so that machine noise hits every arm alike:
 * ``evaluate``: :func:`segcal.pipeline.evaluate.evaluate` with a calibrated bundle (calibration, segmentation and
   coverage metrics; no figures).
 
-The ratio is inference time / arm time (1.0: the arm costs nothing beyond inference; the goal is ≥ 0.9). ::
+The ratio is inference time / arm time (1.0: the arm costs nothing beyond inference; the goal is ≥ 0.9). On a
+CUDA machine the model runs there (``--device auto``) and conformal calibration keeps its statistics on the GPU. ::
 
     python benchmarks/bench_pass_throughput.py --images 200 --repeats 3
 """
@@ -45,11 +46,12 @@ def main() -> None:
     p.add_argument("--methods", default="temperature,image,pixel,kandinsky-kmeans,local,risk")
     p.add_argument("--workers", type=int, default=None,
                    help="DataLoader worker processes of every arm (default: the run's data.num_workers)")
+    p.add_argument("--device", default="auto", help="the model's device: auto (CUDA when there is one), cpu, cuda")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     ckpt = checkpoint(args.config, args.data, args.runs)
     overrides = [f"data.root={args.data}"] + ([] if args.workers is None else [f"data.num_workers={args.workers}"])
-    source = model_source(ckpt, args.split, overrides, device="cpu").subset(args.images)
+    source = model_source(ckpt, args.split, overrides, device=args.device).subset(args.images)
     methods = [m for m in args.methods.split(",") if m]
     bundle, _ = calibrate(source, "image", progress=False)  # what evaluate applies
     plain = replace(source, prefetch=0)  # the model over the split in one thread, nothing else
@@ -67,6 +69,7 @@ def main() -> None:
             for name, t in seconds.items()}
     result = {"config": args.config, "images": len(source), "image_size": list(source.image_size),
               "num_workers": source.datamodule.cfg.num_workers,
+              "device": str(next(source.model.parameters()).device),
               "threads": torch.get_num_threads(), "rows": rows}
     for name, row in rows.items():
         print(f"{name:28s} {row['seconds']:7.2f} s   inference / this = {row['throughput_ratio']:.3f}")

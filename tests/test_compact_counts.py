@@ -4,6 +4,7 @@ import torch
 
 from ranks import run_ranks
 from segcal.stats import compact_counts as cc
+from segcal.stats import score_histogram
 from segcal.stats.compact_counts import LOW_MAX, SPILL_AT, CompactCounts
 from segcal.stats.score_histogram import ScoreBins, ScoreHistogram
 
@@ -48,7 +49,8 @@ def test_columns_used_see_spilled_cells_without_a_dense_copy():
         assert torch.equal(dense.bins_used(c), hist.bins_used(c))
 
 
-def test_cells_and_columns_of_a_spilled_histogram_equal_its_dense_counts():
+def test_cells_and_columns_of_a_spilled_histogram_equal_its_dense_counts(monkeypatch):
+    monkeypatch.setattr(score_histogram, "DENSE_AT", 100)  # stay compact however much spills
     gen = torch.Generator().manual_seed(4)
     hist = ScoreHistogram(2, (3, 4), ScoreBins(6, -3, 3), compact=True)
     for _ in range(4):  # 400 images: frequent cells spill past uint8
@@ -135,7 +137,8 @@ def concentrated(n, shape, classes, seed):
     return scores, labels
 
 
-def test_compact_histogram_equals_dense_histogram():
+def test_compact_histogram_equals_dense_histogram(monkeypatch):
+    monkeypatch.setattr(score_histogram, "DENSE_AT", 100)  # stay compact however much spills
     bins = ScoreBins(16, -8, 8)
     dense = ScoreHistogram(3, (5, 4), bins)
     compact = ScoreHistogram(3, (5, 4), bins, compact=True)
@@ -178,3 +181,35 @@ def test_compact_all_reduce_over_two_gloo_ranks(tmp_path):
         ref.update(*concentrated(600, (3, 3), 2, seed=rank))
     assert int(ref.counts.max()) > LOW_MAX
     assert all(torch.equal(counts, ref.counts) for counts in run_ranks(_reduced_counts, tmp_path))
+
+
+def _mixed_counts(rank, world):
+    from segcal.stats import compact_counts as counts_module
+
+    counts_module._CHUNK = 16  # several chunks per collective
+    hist = ScoreHistogram(2, (3, 3), ScoreBins(4, -6, 6), compact=True)
+    hist.update(*concentrated(600 if rank == 0 else 20, (3, 3), 2, seed=rank))
+    form = "compact" if hist.compact else "dense"
+    return form, hist.all_reduce().counts
+
+
+def test_ranks_with_compact_and_dense_forms_reduce_together(tmp_path):
+    ref = ScoreHistogram(2, (3, 3), ScoreBins(4, -6, 6))
+    for rank, n in enumerate((600, 20)):
+        ref.update(*concentrated(n, (3, 3), 2, seed=rank))
+    results = run_ranks(_mixed_counts, tmp_path)
+    assert [form for form, _ in results] == ["dense", "compact"]  # rank 0 spilled past DENSE_AT
+    assert all(torch.equal(counts, ref.counts) for _, counts in results)
+
+
+def test_heavily_spilled_counts_turn_dense_and_stay_exact():
+    bins = ScoreBins(4, -6, 6)
+    hist, ref = ScoreHistogram(2, (3, 3), bins, compact=True), ScoreHistogram(2, (3, 3), bins)
+    s, y = concentrated(600, (3, 3), 2, seed=0)
+    hist.update(s[:100], y[:100])
+    assert hist.compact  # no spill yet
+    hist.update(s[100:], y[100:])
+    ref.update(s, y)
+    assert not hist.compact and hist.counts.dtype == torch.int32 and torch.equal(hist.counts, ref.counts)
+    merged = ScoreHistogram(2, (3, 3), bins, compact=True).merge(hist)
+    assert not merged.compact and torch.equal(merged.counts, ref.counts)

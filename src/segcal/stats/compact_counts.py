@@ -20,7 +20,7 @@ import torch
 LOW_MAX = 255
 SPILL_AT = 128
 """Cells holding at least this many move to the spill table when the uint8 table could overflow."""
-_CHUNK = 1 << 24  # cells per pass over the table (bounds temporary memory)
+_CHUNK = 1 << 22  # cells per step of a pass over the table (bounds temporary memory: 32 MiB of int64)
 
 
 class CompactCounts:

@@ -34,11 +34,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from segcal.stats import compact_counts
 from segcal.stats.compact_counts import SPILL_AT, CompactCounts
 
 _CHUNK = 8192  # locations per chunk when pooling or cumulating (bounds temporary memory)
 COMPACT_STEP = SPILL_AT - 1
 """Images per add into compact counts (one score per image and location: a cell gains at most this)."""
+DENSE_AT = 2
+"""Compact counts turn into dense int32 once they take this many bytes per cell (their spill table, 16 bytes per
+spilled cell, has eaten most of the saving: few classes and many images per location); bounded memory either way."""
 
 
 def all_reduce_(tensor: torch.Tensor, op: Any = None, group: Any = None) -> torch.Tensor:
@@ -242,7 +246,13 @@ class ScoreHistogram:
         step = COMPACT_STEP if self.compact else max(1, scores.shape[0])
         for s, y in zip(scores.split(step), labels.split(step)):  # a compact add gives a cell ≤ COMPACT_STEP
             self._add(s, y)
+            self._maybe_dense()
         self.num_images += scores.shape[0]
+
+    def _maybe_dense(self) -> None:
+        """Compact counts that take :data:`DENSE_AT` bytes per cell become dense int32 (every read handles both)."""
+        if self.compact and self._store.nbytes >= DENSE_AT * self._store.numel:
+            self._store = self.counts
 
     def _add(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
         n, g, b = scores.shape[0], self.num_locations, self.bins.num_bins
@@ -278,16 +288,24 @@ class ScoreHistogram:
         self._check_compatible(other)
         if self.compact:
             self._store.merge_(other._store if other.compact else CompactCounts.from_dense(other.counts))
+            self._maybe_dense()
         else:
             self._store += other.counts.to(self._store.device)
         self.num_images += other.num_images
         return self
 
     def all_reduce(self, group: Any = None) -> ScoreHistogram:
-        """Sum counts and image counts over all ranks of ``torch.distributed`` (in place; compact counts
-        travel as dense chunks)."""
+        """Sum counts and image counts over all ranks of ``torch.distributed`` (in place). Compact counts travel
+        as dense int64 chunks, and so do int32 counts (what compact counts become, :data:`DENSE_AT`): ranks whose
+        histograms took different forms make the same collective calls."""
         if self.compact:
             self._store.map_dense_(lambda chunk: all_reduce_(chunk, group=group))
+            self._maybe_dense()
+        elif self._store.dtype == torch.int32:
+            flat, step = self._store.view(-1), compact_counts._CHUNK
+            for start in range(0, flat.numel(), step):
+                part = flat[start:start + step]
+                part.copy_(all_reduce_(part.long(), group=group))
         else:
             all_reduce_(self._store, group=group)
         self.num_images = int(all_reduce_(torch.tensor([self.num_images]), group=group).item())
