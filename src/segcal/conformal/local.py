@@ -138,8 +138,8 @@ class OccupiedBins:
 
 
 class ExactFold:
-    """A fold of exact scores ``[N, H, W]`` (float32) and labels (int16, ``< 0`` unlabelled) read as per-pixel
-    histograms one class at a time (:meth:`class_counts`), so no all-class histogram is ever held."""
+    """A fold of exact scores ``[N, H, W]`` (float32) and labels (int16, ``< 0`` unlabelled), read one class at a
+    time (:meth:`class_scores`), so no all-class histogram is ever held."""
 
     def __init__(self, scores: torch.Tensor, labels: torch.Tensor, num_classes: int, bins: ScoreBins) -> None:
         self.scores, self.labels, self.num_classes, self.bins = scores, labels, int(num_classes), bins
@@ -156,14 +156,6 @@ class ExactFold:
         index = torch.nonzero(labels.view(-1) == c).flatten()
         s = scores.view(-1)[index]
         return index.div_(self.num_images, rounding_mode="floor"), s, self.bins.index(s)
-
-    def class_counts(self, c: int, scored: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
-        """Per-pixel histogram of class ``c``: ``[H·W, B]`` int32 (from :meth:`class_scores` when given)."""
-        pixel, _, bins = scored or self.class_scores(c)
-        b = self.bins.num_bins
-        flat = torch.zeros(self.scores[0].numel() * b, dtype=torch.int32)
-        flat.scatter_add_(0, pixel * b + bins, torch.ones(pixel.numel(), dtype=torch.int32))
-        return flat.view(-1, b)
 
 
 def local_cdfs(fit: ScoreHistogram, min_scores: int, min_own: int = 0
