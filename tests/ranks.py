@@ -16,8 +16,8 @@ def _entry(rank, world, folder, fn, args):
         dist.destroy_process_group()
 
 
-def run_ranks(fn, tmp_path, *args, world=2, weights_only=True):
+def run_ranks(fn, tmp_path, *args, world=2):
     """``fn(rank, world, *args)`` (a module-level function) on ``world`` gloo processes → every rank's return
     value, in rank order."""
     mp.spawn(_entry, args=(world, str(tmp_path), fn, args), nprocs=world, join=True)
-    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=weights_only) for r in range(world)]
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]

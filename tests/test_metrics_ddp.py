@@ -36,7 +36,7 @@ def computed_on_rank(rank: int, world: int) -> dict:
 
 
 def test_two_gloo_processes_equal_single_process(tmp_path):
-    got = run_ranks(computed_on_rank, tmp_path, world=WORLD, weights_only=False)[0]
+    got = run_ranks(computed_on_rank, tmp_path, world=WORLD)[0]
     logits, labels = make_data()
     single = new_metric()
     for i in range(6):

@@ -236,6 +236,7 @@ def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int, min_own:
     counts = torch.zeros((c, LEVEL_STEPS + 1), dtype=torch.long)
     limit = sum(fold.num_images for fold in folds) * h * w  # at most one score per image and pixel
     pixels = torch.arange(h * w)
+    ys, xs = pixels // w, pixels % w  # every pixel, for the window look-ups of every fold
     exact = all(isinstance(fold, ExactFold) for fold in folds)
     owns, whole = [None] * len(folds), None  # buffers reused from class to class
     for k in range(c):
@@ -246,10 +247,10 @@ def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int, min_own:
         for own in owns:
             whole += own
         cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores, min_own, used)
-        where = window_corners(whole, radius[k].view(-1), pixels // w, pixels % w)  # per pixel, every fold's
+        where = window_corners(whole, radius[k].view(-1), ys, xs)  # per pixel, every fold's
         for j, part in enumerate(parts):
             rest = torch.sub(whole, owns[j], out=owns[j])  # integral image of the other folds (owns[j] is spent)
-            in_window = box(rest[..., -1], radius[k].view(-1), pixels // w, pixels % w)  # [H·W]
+            in_window = box(rest[..., -1], radius[k].view(-1), ys, xs)  # [H·W]
             for pixel, bs, weight, t in part.cells(used, exact):
                 mine = tuple(corner.index_select(0, pixel) for corner in where)
                 level = _out_of_fold_levels(rest, in_window.index_select(0, pixel), mine, bs, t)
