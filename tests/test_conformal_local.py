@@ -1,7 +1,10 @@
 """``local``: windows, local CDFs, thresholds and the coverage guarantee over random splits."""
+import math
+
 import pytest
 import torch
 
+import segcal.conformal.local as local_module
 from planted import block_map, planted_logits, ring_map
 from segcal.calibrated import CalibrationBundle, load_bundle, save_bundle
 from segcal.conformal.accumulate import ScoreBank
@@ -9,13 +12,13 @@ from segcal.conformal.calibrator import ConformalCalibrator, PixelwiseCalibrator
 from segcal.conformal.evaluation import CoverageAccumulator, evaluate_coverage
 from segcal.conformal.local import (
     LEVEL_STEPS,
+    ExactFold,
     OccupiedBins,
     cross_fit,
     level_quantiles,
     local_cdfs,
     rare_pixels,
     window_radii,
-    within_bin,
 )
 from segcal.conformal.local_calibrator import LocalCalibrator
 from segcal.conformal.scores import class_scores, scores_at_labels
@@ -93,11 +96,11 @@ def test_sets_are_the_levels_below_the_conformal_quantile(fitting):
     scores = class_scores(logits[12:])
     bins = ScoreBins()
     u_hat = level_quantiles(cp.level_counts_, torch.tensor([0.9], dtype=torch.float64))[0].double()  # [C]
-    index = bins.index(scores)
+    index, within = bins.locate(scores)
     cdf = cp.cdf_.long().unsqueeze(0).expand(8, -1, -1, -1, -1)
     hi = cdf.gather(-1, index.unsqueeze(-1)).squeeze(-1).double()
     lo = cdf.gather(-1, (index - 1).clamp_min(0).unsqueeze(-1)).squeeze(-1).double().masked_fill(index == 0, 0)
-    t = within_bin(scores, index, bins) if cp.interpolated_ else torch.ones_like(hi)
+    t = within if cp.interpolated_ else torch.ones_like(hi)
     u = lo + t * (hi - lo)  # the level of every class score [N, C, H, W]
     margin = (u - u_hat.view(1, 2, 1, 1)).abs() > 1e-3
     sets = cp.predict_set(logits[12:], 0.1)
@@ -125,6 +128,32 @@ def test_cross_fitted_levels_are_out_of_fold():
             n = int(box[-1])
             level = LEVEL_STEPS if n == 0 else -(-int(box[b]) * LEVEL_STEPS // n)
             expected[c, level] += int(fold.counts[c, y, x, b])
+    assert torch.equal(expected, counts)
+
+
+@pytest.mark.parametrize("pieces", [False, True])
+def test_cross_fitted_exact_levels_interpolate_the_other_folds_cdf(monkeypatch, pieces):
+    if pieces:  # several pixel blocks and score pieces per fold
+        monkeypatch.setattr(local_module, "_CHUNK", 10)
+        monkeypatch.setattr(local_module, "PIECE", 7)
+    gen = torch.Generator().manual_seed(2)
+    bins = ScoreBins(16, -6, 6)
+    folds = [ExactFold(torch.rand(4, 7, 9, generator=gen), torch.randint(-1, 2, (4, 7, 9), generator=gen).short(), 2,
+                       bins) for _ in range(3)]
+    _, radius, _, counts = cross_fit(folds, 15)
+    expected = torch.zeros_like(counts)
+    for j, fold in enumerate(folds):  # brute force: each score against the other folds' scores in its window
+        others = [f for i, f in enumerate(folds) if i != j]
+        for img, y, x in torch.nonzero(fold.labels >= 0).tolist():
+            c, s = int(fold.labels[img, y, x]), fold.scores[img, y, x]
+            r = int(radius[c, y, x])
+            win = (slice(max(0, y - r), y + r + 1), slice(max(0, x - r), x + r + 1))
+            rest = torch.cat([f.scores[:, win[0], win[1]][f.labels[:, win[0], win[1]] == c] for f in others])
+            b, t = (v.item() for v in bins.locate(s.view(1)))
+            rest_bins = bins.index(rest)
+            n, hi, lo = rest.numel(), int((rest_bins <= b).sum()), int((rest_bins < b).sum())
+            level = LEVEL_STEPS if n == 0 else math.ceil((lo + t * (hi - lo)) / n * LEVEL_STEPS - 1e-9)
+            expected[c, level] += 1
     assert torch.equal(expected, counts)
 
 

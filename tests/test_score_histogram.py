@@ -34,6 +34,22 @@ def test_fast_index_equals_bucketize_on_edges_and_spread_scores(bins):
                    torch.nextafter(bins.edges, torch.tensor(-1.0)).clamp_min(0), torch.tensor([0.0, 1.0, 1e-38])])
     ref = torch.bucketize(s, bins.inner_edges, right=False)
     assert torch.equal(bins.index(s), ref)
+    assert torch.equal(bins.locate(s)[0], ref)
+
+
+@pytest.mark.parametrize("bins", [ScoreBins(), ScoreBins(10, -8, 8)])
+def test_locate_places_scores_inside_their_bins_linearly_in_the_logit(bins):
+    s = torch.cat([spread_scores(20000), bins.edges, torch.tensor([1e-38])])
+    index, t = bins.locate(s)
+    e = bins.edges.double()
+    lo, hi = e[index], e[index + 1]
+    logit = lambda p: torch.log(p) - torch.log1p(-p)  # noqa: E731  (the reference: the textbook logit)
+    ref = ((logit(s.double()) - logit(lo)) / (logit(hi) - logit(lo))).clamp(0, 1)
+    inner = (index > 0) & (index < bins.num_bins - 1)
+    assert t.dtype == torch.float64 and torch.allclose(t[inner], ref[inner], rtol=0, atol=1e-12)
+    assert bool((t[~inner] == 1).all()) and bool(((t >= 0) & (t <= 1)).all())
+    at_edges = torch.isin(s, bins.inner_edges[1:-1]) & inner  # an upper edge sits at the top of its bin
+    assert torch.allclose(t[at_edges], torch.ones_like(t[at_edges]), rtol=0, atol=1e-12)
 
 
 def test_update_counts_per_class_and_pixel():

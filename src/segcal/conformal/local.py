@@ -18,19 +18,18 @@ levels, the test level is exchangeable with the calibration levels: class-condit
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
 from segcal.conformal.integral import (
+    PIECE,
     box,
     integral_image,
     integrate_,
     ones,
     sparse_integral,
-    window_at,
-    window_corners,
     zeros,
 )
 from segcal.conformal.quantile import conformal_rank
@@ -40,7 +39,6 @@ LEVEL_STEPS = 65535
 """Local CDF values are stored as integers ``0…LEVEL_STEPS`` (uint16), rounded up."""
 
 _CHUNK = 16384  # pixels per block when summing windows (bounds temporary memory: 32 MiB at 256 bins)
-_CELLS = 1 << 20  # scores (or histogram cells) per block when placing levels (bounds temporary memory)
 
 RADII = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512,
          640, 768, 1024, 1536, 2048, 4096)
@@ -97,21 +95,46 @@ def _ceil_scaled(num: torch.Tensor, den: torch.Tensor, small: bool) -> torch.Ten
     return (num.long() * LEVEL_STEPS + den - 1).div_(den.clamp_min(1), rounding_mode="floor")
 
 
+def _windows(whole: torch.Tensor, min_scores: int, min_own: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One class's window radius and count ``[H, W]`` from the integral image ``whole [H + 1, W + 1, B']`` of its
+    bin-cumulated counts (:func:`window_radii` on the scores per pixel, its last bin)."""
+    h, w = whole.shape[0] - 1, whole.shape[1] - 1
+    pixels = torch.arange(h * w)
+    per_pixel = box(whole[..., -1], torch.tensor(0), pixels // w, pixels % w).view(h, w)
+    return window_radii(per_pixel, min_scores, min_own)
+
+
+def _window_cdfs(whole: torch.Tensor, radius: torch.Tensor
+                 ) -> Iterator[tuple[int, Callable[[torch.Tensor], torch.Tensor], torch.Tensor]]:
+    """The pixels in blocks of at most :data:`_CHUNK` (bounded temporary memory): ``(first pixel, read, cum)``
+    with ``read(integral) → [block, B']`` the block's window sums of any integral image over the same windows
+    (``radius [H, W]``) and ``cum = read(whole)``."""
+    w = whole.shape[1] - 1
+    pixels = torch.arange(radius.numel())
+    for start in range(0, pixels.numel(), _CHUNK):
+        chunk = pixels[start:start + _CHUNK]
+        r, ys, xs = radius.view(-1)[chunk], chunk // w, chunk % w
+        read = lambda integral, r=r, ys=ys, xs=xs: box(integral, r, ys, xs)  # noqa: E731
+        yield start, read, read(whole)
+
+
+def _quantised(cum: torch.Tensor, bins: OccupiedBins) -> torch.Tensor:
+    """Stored local CDF rows ``[M, B]`` uint16 of window counts ``cum [M, B']`` over the occupied ``bins``
+    (all ``LEVEL_STEPS`` for an empty window)."""
+    below = torch.where(cum[:, -1:] == 0, LEVEL_STEPS, 0).to(torch.uint16)  # the level before any score
+    return bins.expand(_ceil_levels(cum).to(torch.uint16), below)
+
+
 def _class_cdf(whole: torch.Tensor, min_scores: int, min_own: int, bins: OccupiedBins
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One class's windows and local CDFs from the integral image ``whole [H + 1, W + 1, B']`` of its
     bin-cumulated counts over the occupied ``bins``: ``(cdf [H, W, B] uint16, radius [H, W], window [H, W])``
     (see :func:`local_cdfs`)."""
     h, w = whole.shape[0] - 1, whole.shape[1] - 1
-    pixels = torch.arange(h * w)
-    per_pixel = box(whole[..., -1], torch.tensor(0), pixels // w, pixels % w).view(h, w)
-    radius, window = window_radii(per_pixel, min_scores, min_own)
+    radius, window = _windows(whole, min_scores, min_own)
     flat = torch.empty((h * w, bins.num_bins), dtype=torch.uint16)
-    for start in range(0, h * w, _CHUNK):  # blocks of pixels bound the temporary memory
-        chunk = pixels[start:start + _CHUNK]
-        cum = box(whole, radius.view(-1)[chunk], chunk // w, chunk % w)  # [chunk, B']
-        below = torch.where(cum[:, -1:] == 0, LEVEL_STEPS, 0).to(torch.uint16)  # the level before any score
-        flat[start:start + _CHUNK] = bins.expand(_ceil_levels(cum).to(torch.uint16), below)
+    for start, _, cum in _window_cdfs(whole, radius):
+        flat[start:start + cum.shape[0]] = _quantised(cum, bins)
     return flat.view(h, w, bins.num_bins), radius, window
 
 
@@ -147,15 +170,16 @@ class ExactFold:
         self._pixel_major: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def class_scores(self, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(pixel index [M], score [M], bin [M])`` of the class-``c`` scores, pixel-major (every image's, per
-        pixel)."""
+        """``(pixel index [M], bin [M], t [M])`` of the class-``c`` scores, pixel-major (every image's, per pixel):
+        each score's bin and place inside it (float64, :meth:`ScoreBins.locate`)."""
         if self._pixel_major is None:  # [P, N] copies, made once for every class
             n = self.num_images
             self._pixel_major = (self.labels.view(n, -1).T.contiguous(), self.scores.view(n, -1).T.contiguous())
         labels, scores = self._pixel_major
         index = torch.nonzero(labels.view(-1) == c).flatten()
-        s = scores.view(-1)[index]
-        return index.div_(self.num_images, rounding_mode="floor"), s, self.bins.index(s)
+        located = [self.bins.locate(part) for part in scores.view(-1).index_select(0, index).split(PIECE)]
+        bins, t = (torch.cat(x) for x in zip(*located))  # (an empty index splits into one empty piece)
+        return index.div_(self.num_images, rounding_mode="floor"), bins, t
 
 
 def local_cdfs(fit: ScoreHistogram, min_scores: int, min_own: int = 0
@@ -191,7 +215,7 @@ class _FoldClass:
     def occupied(self) -> torch.Tensor:
         if self.scored is None:
             return self.fold.bins_used(self.k)
-        return torch.zeros(self.fold.bins.num_bins, dtype=torch.bool).index_fill_(0, self.scored[2], True)
+        return torch.zeros(self.fold.bins.num_bins, dtype=torch.bool).index_fill_(0, self.scored[1], True)
 
     def integral(self, used: OccupiedBins, total: int, out: torch.Tensor | None) -> torch.Tensor:
         h, w = self.fold.shape
@@ -199,21 +223,26 @@ class _FoldClass:
             out = zeros((h + 1, w + 1, used.num_occupied), total, out)
             self.fold.write_class_columns(self.k, used.occupied, out[1:, 1:])
             return integrate_(out, cumulate=True)
-        pixel, _, bins = self.scored
+        pixel, bins, _ = self.scored
         return sparse_integral(pixel, used.index(bins), (h, w), used.num_occupied, total, out)
 
-    def cells(self, used: OccupiedBins, inside: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]]:
-        """Every exact score (weight 1, with ``inside`` ``t`` its place in its bin, :func:`within_bin`) or every
-        (pixel, bin) cell of a histogram (its count), in chunks of at most :data:`_CELLS` cells (bounded
-        temporaries); ``t`` None: levels at the bins' upper edges."""
+    def cells(self, used: OccupiedBins, inside: bool, pixels: slice
+              ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]]:
+        """The cells of the ``pixels`` block, in pieces of at most :data:`~segcal.conformal.integral.PIECE`:
+        ``(pixel, compressed bin, weight, t)`` for every exact score (weight 1, with ``inside`` ``t`` its place
+        in its bin, :meth:`ScoreBins.locate`) or every (pixel, bin) cell of a histogram (its count); ``t`` None:
+        levels at the bins' upper edges."""
         if self.scored is None:
-            pixels, step = self.fold.num_locations, max(1, _CELLS // self.fold.bins.num_bins)
-            for start in range(0, pixels, step):
-                pixel, bins, weight = self.fold.class_cells(self.k, slice(start, start + step))
+            step = max(1, PIECE // self.fold.bins.num_bins)
+            for first in range(pixels.start, pixels.stop, step):
+                pixel, bins, weight = self.fold.class_cells(self.k, slice(first, min(first + step, pixels.stop)))
                 yield pixel, used.index(bins), weight, None
             return
-        for pixel, s, bins in zip(*(x.split(_CELLS) for x in self.scored)):
-            yield pixel, used.index(bins), ones(pixel.numel()), within_bin(s, bins, self.fold.bins) if inside else None
+        pixel, bins, t = self.scored
+        lo, hi = torch.searchsorted(pixel, torch.tensor([pixels.start, pixels.stop])).tolist()  # pixel-major
+        for first in range(lo, hi, PIECE):
+            part = slice(first, min(first + PIECE, hi))
+            yield pixel[part], used.index(bins[part]), ones(part.stop - part.start), t[part] if inside else None
 
 
 def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int, min_own: int = 0
@@ -224,19 +253,17 @@ def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int, min_own:
     ``cdf [C, H, W, B]`` (uint16) pools every fold, for test images. Each fold's scores get their levels
     from the CDF of the *other* folds over the same windows (never their own), pooled into
     ``level_counts [C, LEVEL_STEPS + 1]``. When every fold is an :class:`ExactFold` a level is interpolated
-    inside the score's bin (linear in the logit, :func:`within_bin`), else it is the CDF at the bin's upper
-    edge. Also returns ``radius`` and ``window`` ``[C, H, W]``. Integral images of
-    bin-cumulated counts (over the bins occupied by the class, :class:`OccupiedBins`) make every out-of-fold level
-    a handful of look-ups.
+    inside the score's bin (linear in the logit, :meth:`ScoreBins.locate`), else it is the CDF at the bin's upper
+    edge. Also returns ``radius`` and ``window`` ``[C, H, W]``. Integral images of bin-cumulated counts (over
+    the bins occupied by the class, :class:`OccupiedBins`) give, block of pixels by block, the other folds'
+    window CDFs ``[block, B']`` (all folds' minus the fold's own); each level is then two look-ups in them.
     """
     c, (h, w), b = folds[0].num_classes, folds[0].shape, folds[0].bins.num_bins
-    cdf = torch.empty((c, h, w, b), dtype=torch.uint16)
+    cdf = torch.empty((c, h * w, b), dtype=torch.uint16)
     radius = torch.empty((c, h, w), dtype=torch.long)
     window = torch.empty((c, h, w), dtype=torch.long)
     counts = torch.zeros((c, LEVEL_STEPS + 1), dtype=torch.long)
     limit = sum(fold.num_images for fold in folds) * h * w  # at most one score per image and pixel
-    pixels = torch.arange(h * w)
-    ys, xs = pixels // w, pixels % w  # every pixel, for the window look-ups of every fold
     exact = all(isinstance(fold, ExactFold) for fold in folds)
     owns, whole = [None] * len(folds), None  # buffers reused from class to class
     for k in range(c):
@@ -246,44 +273,31 @@ def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int, min_own:
         whole = zeros(owns[0].shape, limit, whole)
         for own in owns:
             whole += own
-        cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores, min_own, used)
-        where = window_corners(whole, radius[k].view(-1), ys, xs)  # per pixel, every fold's
-        for j, part in enumerate(parts):
-            rest = torch.sub(whole, owns[j], out=owns[j])  # integral image of the other folds (owns[j] is spent)
-            in_window = box(rest[..., -1], radius[k].view(-1), ys, xs)  # [H·W]
-            for pixel, bs, weight, t in part.cells(used, exact):
-                mine = tuple(corner.index_select(0, pixel) for corner in where)
-                level = _out_of_fold_levels(rest, in_window.index_select(0, pixel), mine, bs, t)
-                counts[k].index_add_(0, level, weight)
+        radius[k], window[k] = _windows(whole, min_scores, min_own)
+        for start, read, cum in _window_cdfs(whole, radius[k]):
+            block = slice(start, start + cum.shape[0])
+            cdf[k, block] = _quantised(cum, used)
+            for own, part in zip(owns, parts):
+                rest = cum - read(own)  # [block, B']: the other folds' window counts
+                for pixel, bs, weight, t in part.cells(used, exact, block):
+                    counts[k].index_add_(0, _out_of_fold_levels(rest, pixel - start, bs, t), weight)
         del parts
-    return cdf, radius, window, counts
+    return cdf.view(c, h, w, b), radius, window, counts
 
 
-def within_bin(scores: torch.Tensor, index: torch.Tensor, bins: ScoreBins) -> torch.Tensor:
-    """Position ``t ∈ [0, 1]`` (float64) of ``scores`` inside their bins ``index``, linear in the logit; ``1`` in
-    the first and last bins (whose outer edges 0 and 1 have no finite logit)."""
-    edges = bins.edges.double()
-    logit = lambda p: torch.log(p) - torch.log1p(-p)  # noqa: E731  (±inf at 0 and 1: outer bins, masked)
-    table = logit(edges)
-    flat = index.reshape(-1)  # any shape
-    lo, hi = (table.index_select(0, i).view(index.shape) for i in (flat, flat + 1))
-    t = (logit(scores.double()) - lo) / (hi - lo)
-    inner = (index > 0) & (index < bins.num_bins - 1)
-    return torch.where(inner, t.clamp(0, 1), torch.ones_like(t))
-
-
-def _out_of_fold_levels(rest: torch.Tensor, n: torch.Tensor, corners: tuple[torch.Tensor, ...], bs: torch.Tensor,
-                        t: torch.Tensor | None) -> torch.Tensor:
-    """Integer levels ``⌈LEVEL_STEPS · F_rest⌉`` (``LEVEL_STEPS`` for an empty window) of queries with window
-    ``corners`` (:func:`segcal.conformal.integral.window_corners`) at bins ``bs``: ``rest`` the integral image of
-    the other folds' bin-cumulated counts, ``n`` their scores in each query's window; inside the bin at ``t``
-    when given."""
+def _out_of_fold_levels(rest: torch.Tensor, rows: torch.Tensor, bs: torch.Tensor, t: torch.Tensor | None
+                        ) -> torch.Tensor:
+    """Integer levels ``⌈LEVEL_STEPS · F_rest⌉`` (``LEVEL_STEPS`` for an empty window) of queries in ``rows`` of
+    ``rest [M, B']``, the other folds' bin-cumulated window counts, at compressed bins ``bs``: at the bin's upper
+    edge, or inside it at ``t`` when given."""
+    width = rest.shape[1]
+    flat, at = rest.view(-1), rows * width + bs
+    hi = flat.index_select(0, at)
+    n = flat.index_select(0, rows * width + (width - 1))  # the other folds' scores in each query's window
     if t is None:
-        hi = window_at(rest, corners, bs)
         level = _ceil_scaled(hi, n, rest.dtype == torch.int32).long()
     else:
-        hi = window_at(rest, corners, bs)
-        lo = window_at(rest, corners, (bs - 1).clamp_min(0)).masked_fill_(bs == 0, 0)
+        lo = flat.index_select(0, (at - 1).clamp_min_(0)).masked_fill_(bs == 0, 0)
         u = (lo + t * (hi - lo)) / n.clamp_min(1)
         level = torch.ceil(u * LEVEL_STEPS - 1e-9).long()
     return level.clamp_(0, LEVEL_STEPS).masked_fill_(n == 0, LEVEL_STEPS)
@@ -319,12 +333,11 @@ def local_thresholds(cdf: torch.Tensor, u_hat: torch.Tensor, bins: ScoreBins, in
                      ) -> torch.Tensor:
     """Score thresholds ``[A, C, H, W]`` for levels ``u_hat [A, C]``: the largest score whose local level is
     ``≤ û_c``. Levels are the CDF at bin upper edges (the threshold is a bin edge) or, with ``interpolate``,
-    linear in the logit inside a bin (as :func:`within_bin`). ``1`` where every bin qualifies (trivial), ``0``
+    linear in the logit inside a bin (as :meth:`ScoreBins.locate`). ``1`` where every bin qualifies (trivial), ``0``
     where none does."""
     c, h, w, b = cdf.shape
     a = u_hat.shape[0]
-    edges = bins.edges.double()
-    logit = torch.log(edges) - torch.log1p(-edges)  # ±inf at the outer edges, never used there
+    edges, logit = bins.edges.double(), bins.edge_logits  # logits ±inf at the outer edges, never used there
     out = torch.empty((a, c, h, w))
     for k in range(c):
         rows = cdf[k].reshape(-1, b).to(torch.int32)

@@ -86,12 +86,35 @@ class ScoreBins:
         so it equals ``torch.bucketize(scores, inner_edges)`` (right-closed) at a third of the cost.
         """
         s = scores.float()
+        return self._corrected(s, torch.log(s / (1 - s)))  # ±inf at 0 and 1, clamped; float error corrected
+
+    def locate(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bin index (int64, as :meth:`index`) and place ``t ∈ [0, 1]`` (float64) of float32 ``scores`` inside
+        their bins, linear in the logit between the bin's float32 edges; ``t = 1`` in the first and last bins
+        (whose outer edges 0 and 1 have no finite logit). One float64 logarithm per score serves both."""
+        s = scores.float()
+        wide = s.double()
+        logit = torch.log(wide / (1 - wide))  # ±inf at 0 and 1 (outer bins, masked)
+        k = self._corrected(s, logit)
+        table = self.edge_logits.to(s.device)
+        lo, hi = table.index_select(0, k.view(-1)).view(k.shape), table.index_select(0, k.view(-1) + 1).view(k.shape)
+        t = logit.sub_(lo).div_(hi.sub_(lo)).clamp_(0, 1)
+        return k, t.masked_fill_((k == 0) | (k == self.num_bins - 1), 1.0)
+
+    def _corrected(self, s: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
+        """Bin index of float32 scores ``s`` from their (approximate) ``logit``: the nominal bin, corrected by
+        one bin against the float32 edges."""
         edges = self.edges.to(s.device)
-        t = torch.log(s / (1 - s))  # ±inf at 0 and 1, clamped below; a bin of float error is corrected
-        k = torch.ceil((t - self.logit_min) / self._step).clamp_(0, self.num_bins - 1).long()
-        k -= ((s <= edges[k]) & (k > 0)).long()
-        k += (s > edges[k + 1]).long()
+        k = torch.ceil((logit - self.logit_min) / self._step).clamp_(0, self.num_bins - 1).long()
+        k -= ((s <= edges.index_select(0, k.view(-1)).view(k.shape)) & (k > 0)).long()
+        k += (s > edges.index_select(0, k.view(-1) + 1).view(k.shape)).long()
         return k
+
+    @property
+    def edge_logits(self) -> torch.Tensor:
+        """Logits of the float32 edges ``[B + 1]`` float64 (``−inf`` and ``+inf`` at the outer edges 0 and 1)."""
+        e = self.edges.double()
+        return torch.log(e) - torch.log1p(-e)
 
     def upper_edge(self, index: torch.Tensor) -> torch.Tensor:
         """Upper edge (float32) of bins ``index``."""
