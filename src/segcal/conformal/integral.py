@@ -52,13 +52,14 @@ def integrate_(out: torch.Tensor, cumulate: bool = False) -> torch.Tensor:
 def box(integral: torch.Tensor, radius: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
     """Sums of the windows of ``radius`` around pixels ``(ys, xs)`` (clipped), from an integral image
     ``[H + 1, W + 1, ...]`` → ``[M, ...]`` in its dtype. Rows are read with ``index_select`` (several times
-    faster than advanced indexing); ``(a − b) + (d − c)`` never leaves the dtype's range."""
+    faster than advanced indexing); ``(a − b) − (c − d)`` never leaves ``[0, total]``, in place."""
     h, w = integral.shape[0] - 1, integral.shape[1] - 1
     y0, y1 = (ys - radius).clamp_min(0) * (w + 1), (ys + radius + 1).clamp_max(h) * (w + 1)
     x0, x1 = (xs - radius).clamp_min(0), (xs + radius + 1).clamp_max(w)
     rows = integral.reshape((h + 1) * (w + 1), -1)  # a copy only for a strided slice (one bin)
-    a, b, c, d = (rows.index_select(0, corner) for corner in (y1 + x1, y0 + x1, y1 + x0, y0 + x0))
-    return ((a - b) + (d - c)).view(-1, *integral.shape[2:])
+    at = lambda corner: rows.index_select(0, corner)  # noqa: E731
+    out = at(y1 + x1).sub_(at(y0 + x1)).sub_(at(y1 + x0).sub_(at(y0 + x0)))  # (a − b) − (c − d), in place
+    return out.view(-1, *integral.shape[2:])
 
 
 def ones(n: int, dtype: torch.dtype = torch.long) -> torch.Tensor:
