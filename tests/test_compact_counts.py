@@ -73,6 +73,9 @@ def test_cells_and_columns_of_a_spilled_histogram_equal_its_dense_counts(monkeyp
         plain = ScoreHistogram(2, (3, 4), hist.bins, hist.counts)
         assert torch.equal(plain.write_class_columns(c, columns, torch.zeros(3, 4, 4, dtype=torch.long)),
                            dense.view(3, 4, 6)[..., columns])
+        used = int((dense > 0).sum())
+        assert plain.cells_used(c) == used  # exact when dense; at most one more per spilled cell when compact
+        assert used <= hist.cells_used(c) <= used + int(((hist._store.spill_index // 72) == c).sum())
 
 
 def test_spill_keeps_headroom_and_values():

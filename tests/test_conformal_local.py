@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import segcal.conformal.local as local_module
+import segcal.conformal.local_crossfit as crossfit_module
 from planted import block_map, planted_logits, ring_map
 from segcal.calibrated import CalibrationBundle, load_bundle, save_bundle
 from segcal.conformal.accumulate import ScoreBank
@@ -12,15 +13,14 @@ from segcal.conformal.calibrator import ConformalCalibrator, PixelwiseCalibrator
 from segcal.conformal.evaluation import CoverageAccumulator, evaluate_coverage
 from segcal.conformal.local import (
     LEVEL_STEPS,
-    ExactFold,
     OccupiedBins,
-    cross_fit,
     level_quantiles,
     local_cdfs,
     rare_pixels,
     window_radii,
 )
 from segcal.conformal.local_calibrator import LocalCalibrator
+from segcal.conformal.local_crossfit import ExactFold, cross_fit
 from segcal.conformal.scores import class_scores, scores_at_labels
 from segcal.stats.score_histogram import ScoreBins, ScoreHistogram
 
@@ -108,7 +108,8 @@ def test_sets_are_the_levels_below_the_conformal_quantile(fitting):
     assert margin.float().mean() > 0.99
 
 
-def test_cross_fitted_levels_are_out_of_fold():
+@pytest.mark.parametrize("dense", [True, False])
+def test_cross_fitted_levels_are_out_of_fold(dense):
     gen = torch.Generator().manual_seed(0)
     bins = ScoreBins(16, -6, 6)
     folds = []
@@ -116,7 +117,7 @@ def test_cross_fitted_levels_are_out_of_fold():
         hist = ScoreHistogram(2, (9, 11), bins)
         hist.update(torch.rand(4, 9, 11, generator=gen), torch.randint(0, 2, (4, 9, 11), generator=gen))
         folds.append(hist)
-    cdf, radius, window, counts = cross_fit(folds, 20)
+    cdf, radius, window, counts = cross_fit(folds, 20, dense=dense)
     total = ScoreHistogram(2, (9, 11), bins, sum(f.counts for f in folds))
     assert torch.equal(cdf, local_cdfs(total, 20)[0])  # test images see every fold
     expected = torch.zeros_like(counts)
@@ -131,16 +132,17 @@ def test_cross_fitted_levels_are_out_of_fold():
     assert torch.equal(expected, counts)
 
 
+@pytest.mark.parametrize("dense", [True, False, None])
 @pytest.mark.parametrize("pieces", [False, True])
-def test_cross_fitted_exact_levels_interpolate_the_other_folds_cdf(monkeypatch, pieces):
+def test_cross_fitted_exact_levels_interpolate_the_other_folds_cdf(monkeypatch, pieces, dense):
     if pieces:  # several pixel blocks and score pieces per fold
         monkeypatch.setattr(local_module, "_CHUNK", 10)
-        monkeypatch.setattr(local_module, "PIECE", 7)
+        monkeypatch.setattr(crossfit_module, "PIECE", 7)
     gen = torch.Generator().manual_seed(2)
     bins = ScoreBins(16, -6, 6)
     folds = [ExactFold(torch.rand(4, 7, 9, generator=gen), torch.randint(-1, 2, (4, 7, 9), generator=gen).short(), 2,
                        bins) for _ in range(3)]
-    _, radius, _, counts = cross_fit(folds, 15)
+    _, radius, _, counts = cross_fit(folds, 15, dense=dense)
     expected = torch.zeros_like(counts)
     for j, fold in enumerate(folds):  # brute force: each score against the other folds' scores in its window
         others = [f for i, f in enumerate(folds) if i != j]

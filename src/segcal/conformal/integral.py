@@ -77,3 +77,21 @@ def sparse_integral(pixel: torch.Tensor, bins: torch.Tensor, shape: tuple[int, i
     for p, b in zip(pixel.split(PIECE), bins.split(PIECE)):  # pixel (y, x) sits at (y + 1, x + 1)
         flat.index_add_(0, (p + p // w + (w + 2)) * num_bins + b, ones(p.numel(), out.dtype))
     return integrate_(out, cumulate=True)
+
+
+def window_corners(integral: torch.Tensor, radius: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor
+                   ) -> tuple[torch.Tensor, ...]:
+    """Flat offsets of the four corners of each window in ``integral [H + 1, W + 1, B]`` (bin 0)."""
+    h, w, b = integral.shape[0] - 1, integral.shape[1] - 1, integral.shape[2]
+    y0, y1 = (ys - radius).clamp_min(0) * (w + 1), (ys + radius + 1).clamp_max(h) * (w + 1)
+    x0, x1 = (xs - radius).clamp_min(0), (xs + radius + 1).clamp_max(w)
+    return (y1 + x1) * b, (y0 + x1) * b, (y1 + x0) * b, (y0 + x0) * b
+
+
+def window_at(integral: torch.Tensor, corners: tuple[torch.Tensor, ...], bins: torch.Tensor) -> torch.Tensor:
+    """Window sums at single ``bins`` from :func:`window_corners` (one flat ``index_select`` per corner), in the
+    integral's dtype."""
+    flat = integral.view(-1)
+    at = lambda corner: flat.index_select(0, corner + bins)  # noqa: E731
+    a, b, c, d = corners
+    return at(a).sub_(at(b)).sub_(at(c).sub_(at(d)))

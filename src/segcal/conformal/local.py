@@ -14,23 +14,19 @@ On the other (**cal**) images every score ``s`` of class ``c`` at ``x`` becomes 
 threshold level ``û_c`` is the finite-sample conformal quantile of the pooled levels of class ``c``, and the
 set at a test pixel holds ``c`` when ``F_{c,x}(s_c) ≤ û_c``. Because ``F`` comes from other images than the
 levels, the test level is exchangeable with the calibration levels: class-conditional coverage
-``≥ 1 − α`` as for imagewise calibration, with the local shape of the score distribution.
+``≥ 1 − α`` as for imagewise calibration, with the local shape of the score distribution. With K-fold
+cross-fitting (the default) every fold's levels come from the other folds' CDFs
+(:mod:`segcal.conformal.local_crossfit`).
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import torch
 
 from segcal.conformal.integral import (
-    PIECE,
     box,
     integral_image,
-    integrate_,
-    ones,
-    sparse_integral,
-    zeros,
 )
 from segcal.conformal.quantile import conformal_rank
 from segcal.stats.score_histogram import ScoreBins, ScoreHistogram
@@ -84,10 +80,10 @@ def _ceil_levels(cum: torch.Tensor) -> torch.Tensor:
     product is within 1.5e-11 of ``v = L·cum/total``, and a non-integer ``v`` is at least ``1/total > 4.6e-10``
     above the integer below it, so ``⌈v̂ − 1e-10⌉ = ⌈v⌉``."""
     total = cum[:, -1:]
-    return _ceil_scaled(cum, total, cum.dtype == torch.int32).to(torch.int32).masked_fill_(total == 0, LEVEL_STEPS)
+    return ceil_scaled(cum, total, cum.dtype == torch.int32).to(torch.int32).masked_fill_(total == 0, LEVEL_STEPS)
 
 
-def _ceil_scaled(num: torch.Tensor, den: torch.Tensor, small: bool) -> torch.Tensor:
+def ceil_scaled(num: torch.Tensor, den: torch.Tensor, small: bool) -> torch.Tensor:
     """``⌈LEVEL_STEPS · num / den⌉`` for integers ``0 ≤ num ≤ den`` (``den = 0`` counts as 1), exactly: in float64
     when every ``den < 2³¹`` (``small``, see :func:`_ceil_levels`), else by int64 division. Float64 or int64."""
     if small:
@@ -95,7 +91,7 @@ def _ceil_scaled(num: torch.Tensor, den: torch.Tensor, small: bool) -> torch.Ten
     return (num.long() * LEVEL_STEPS + den - 1).div_(den.clamp_min(1), rounding_mode="floor")
 
 
-def _windows(whole: torch.Tensor, min_scores: int, min_own: int) -> tuple[torch.Tensor, torch.Tensor]:
+def class_windows(whole: torch.Tensor, min_scores: int, min_own: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One class's window radius and count ``[H, W]`` from the integral image ``whole [H + 1, W + 1, B']`` of its
     bin-cumulated counts (:func:`window_radii` on the scores per pixel, its last bin)."""
     h, w = whole.shape[0] - 1, whole.shape[1] - 1
@@ -104,7 +100,7 @@ def _windows(whole: torch.Tensor, min_scores: int, min_own: int) -> tuple[torch.
     return window_radii(per_pixel, min_scores, min_own)
 
 
-def _window_cdfs(whole: torch.Tensor, radius: torch.Tensor
+def window_cdfs(whole: torch.Tensor, radius: torch.Tensor
                  ) -> Iterator[tuple[int, Callable[[torch.Tensor], torch.Tensor], torch.Tensor]]:
     """The pixels in blocks of at most :data:`_CHUNK` (bounded temporary memory): ``(first pixel, read, cum)``
     with ``read(integral) → [block, B']`` the block's window sums of any integral image over the same windows
@@ -118,7 +114,7 @@ def _window_cdfs(whole: torch.Tensor, radius: torch.Tensor
         yield start, read, read(whole)
 
 
-def _quantised(cum: torch.Tensor, bins: OccupiedBins) -> torch.Tensor:
+def quantised(cum: torch.Tensor, bins: OccupiedBins) -> torch.Tensor:
     """Stored local CDF rows ``[M, B]`` uint16 of window counts ``cum [M, B']`` over the occupied ``bins``
     (all ``LEVEL_STEPS`` for an empty window)."""
     below = torch.where(cum[:, -1:] == 0, LEVEL_STEPS, 0).to(torch.uint16)  # the level before any score
@@ -131,10 +127,10 @@ def _class_cdf(whole: torch.Tensor, min_scores: int, min_own: int, bins: Occupie
     bin-cumulated counts over the occupied ``bins``: ``(cdf [H, W, B] uint16, radius [H, W], window [H, W])``
     (see :func:`local_cdfs`)."""
     h, w = whole.shape[0] - 1, whole.shape[1] - 1
-    radius, window = _windows(whole, min_scores, min_own)
+    radius, window = class_windows(whole, min_scores, min_own)
     flat = torch.empty((h * w, bins.num_bins), dtype=torch.uint16)
-    for start, _, cum in _window_cdfs(whole, radius):
-        flat[start:start + cum.shape[0]] = _quantised(cum, bins)
+    for start, _, cum in window_cdfs(whole, radius):
+        flat[start:start + cum.shape[0]] = quantised(cum, bins)
     return flat.view(h, w, bins.num_bins), radius, window
 
 
@@ -160,28 +156,6 @@ class OccupiedBins:
         return torch.cat([first, values], 1).index_select(1, self.upto)
 
 
-class ExactFold:
-    """A fold of exact scores ``[N, H, W]`` (float32) and labels (int16, ``< 0`` unlabelled), read one class at a
-    time (:meth:`class_scores`), so no all-class histogram is ever held."""
-
-    def __init__(self, scores: torch.Tensor, labels: torch.Tensor, num_classes: int, bins: ScoreBins) -> None:
-        self.scores, self.labels, self.num_classes, self.bins = scores, labels, int(num_classes), bins
-        self.num_images, self.shape = scores.shape[0], tuple(scores.shape[1:])
-        self._pixel_major: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def class_scores(self, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(pixel index [M], bin [M], t [M])`` of the class-``c`` scores, pixel-major (every image's, per pixel):
-        each score's bin and place inside it (float64, :meth:`ScoreBins.locate`)."""
-        if self._pixel_major is None:  # [P, N] copies, made once for every class
-            n = self.num_images
-            self._pixel_major = (self.labels.view(n, -1).T.contiguous(), self.scores.view(n, -1).T.contiguous())
-        labels, scores = self._pixel_major
-        index = torch.nonzero(labels.view(-1) == c).flatten()
-        located = [self.bins.locate(part) for part in scores.view(-1).index_select(0, index).split(PIECE)]
-        bins, t = (torch.cat(x) for x in zip(*located))  # (an empty index splits into one empty piece)
-        return index.div_(self.num_images, rounding_mode="floor"), bins, t
-
-
 def local_cdfs(fit: ScoreHistogram, min_scores: int, min_own: int = 0
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Quantised local CDFs of the fit histograms ``[C, H, W, B]`` (windows: :func:`window_radii`).
@@ -200,107 +174,6 @@ def local_cdfs(fit: ScoreHistogram, min_scores: int, min_own: int = 0
         whole = integral_image(counts[:, used.occupied].view(h, w, -1), int(counts.sum()), cumulate=True)
         cdf[k], radius[k], window[k] = _class_cdf(whole, min_scores, min_own, used)
     return cdf, radius, window
-
-
-class _FoldClass:
-    """One fold's scores of one class, read as :func:`cross_fit` needs them: which bins they occupy, the integral
-    image over the occupied bins, and cells ``(pixel, compressed bin, weight, t)`` for the levels. Exact scores
-    are read once (``(pixel, score, bin)``, pixel-major, kept while the class is fitted); histograms are read
-    again for each use, so that their memory does not grow with the images."""
-
-    def __init__(self, fold: ScoreHistogram | ExactFold, k: int) -> None:
-        self.fold, self.k = fold, k
-        self.scored = fold.class_scores(k) if isinstance(fold, ExactFold) else None
-
-    def occupied(self) -> torch.Tensor:
-        if self.scored is None:
-            return self.fold.bins_used(self.k)
-        return torch.zeros(self.fold.bins.num_bins, dtype=torch.bool).index_fill_(0, self.scored[1], True)
-
-    def integral(self, used: OccupiedBins, total: int, out: torch.Tensor | None) -> torch.Tensor:
-        h, w = self.fold.shape
-        if self.scored is None:
-            out = zeros((h + 1, w + 1, used.num_occupied), total, out)
-            self.fold.write_class_columns(self.k, used.occupied, out[1:, 1:])
-            return integrate_(out, cumulate=True)
-        pixel, bins, _ = self.scored
-        return sparse_integral(pixel, used.index(bins), (h, w), used.num_occupied, total, out)
-
-    def cells(self, used: OccupiedBins, inside: bool, pixels: slice
-              ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]]:
-        """The cells of the ``pixels`` block, in pieces of at most :data:`~segcal.conformal.integral.PIECE`:
-        ``(pixel, compressed bin, weight, t)`` for every exact score (weight 1, with ``inside`` ``t`` its place
-        in its bin, :meth:`ScoreBins.locate`) or every (pixel, bin) cell of a histogram (its count); ``t`` None:
-        levels at the bins' upper edges."""
-        if self.scored is None:
-            step = max(1, PIECE // self.fold.bins.num_bins)
-            for first in range(pixels.start, pixels.stop, step):
-                pixel, bins, weight = self.fold.class_cells(self.k, slice(first, min(first + step, pixels.stop)))
-                yield pixel, used.index(bins), weight, None
-            return
-        pixel, bins, t = self.scored
-        lo, hi = torch.searchsorted(pixel, torch.tensor([pixels.start, pixels.stop])).tolist()  # pixel-major
-        for first in range(lo, hi, PIECE):
-            part = slice(first, min(first + PIECE, hi))
-            yield pixel[part], used.index(bins[part]), ones(part.stop - part.start), t[part] if inside else None
-
-
-def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int, min_own: int = 0
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """K-fold cross-fitted local CDFs: windows and the stored CDF from every fold, levels out of fold.
-
-    Windows come from the scores per pixel of all folds together (labels only); the returned
-    ``cdf [C, H, W, B]`` (uint16) pools every fold, for test images. Each fold's scores get their levels
-    from the CDF of the *other* folds over the same windows (never their own), pooled into
-    ``level_counts [C, LEVEL_STEPS + 1]``. When every fold is an :class:`ExactFold` a level is interpolated
-    inside the score's bin (linear in the logit, :meth:`ScoreBins.locate`), else it is the CDF at the bin's upper
-    edge. Also returns ``radius`` and ``window`` ``[C, H, W]``. Integral images of bin-cumulated counts (over
-    the bins occupied by the class, :class:`OccupiedBins`) give, block of pixels by block, the other folds'
-    window CDFs ``[block, B']`` (all folds' minus the fold's own); each level is then two look-ups in them.
-    """
-    c, (h, w), b = folds[0].num_classes, folds[0].shape, folds[0].bins.num_bins
-    cdf = torch.empty((c, h * w, b), dtype=torch.uint16)
-    radius = torch.empty((c, h, w), dtype=torch.long)
-    window = torch.empty((c, h, w), dtype=torch.long)
-    counts = torch.zeros((c, LEVEL_STEPS + 1), dtype=torch.long)
-    limit = sum(fold.num_images for fold in folds) * h * w  # at most one score per image and pixel
-    exact = all(isinstance(fold, ExactFold) for fold in folds)
-    owns, whole = [None] * len(folds), None  # buffers reused from class to class
-    for k in range(c):
-        parts = [_FoldClass(fold, k) for fold in folds]
-        used = OccupiedBins(torch.stack([part.occupied() for part in parts]).any(0))
-        owns = [part.integral(used, limit, own) for part, own in zip(parts, owns)]  # this class's, per fold
-        whole = zeros(owns[0].shape, limit, whole)
-        for own in owns:
-            whole += own
-        radius[k], window[k] = _windows(whole, min_scores, min_own)
-        for start, read, cum in _window_cdfs(whole, radius[k]):
-            block = slice(start, start + cum.shape[0])
-            cdf[k, block] = _quantised(cum, used)
-            for own, part in zip(owns, parts):
-                rest = cum - read(own)  # [block, B']: the other folds' window counts
-                for pixel, bs, weight, t in part.cells(used, exact, block):
-                    counts[k].index_add_(0, _out_of_fold_levels(rest, pixel - start, bs, t), weight)
-        del parts
-    return cdf.view(c, h, w, b), radius, window, counts
-
-
-def _out_of_fold_levels(rest: torch.Tensor, rows: torch.Tensor, bs: torch.Tensor, t: torch.Tensor | None
-                        ) -> torch.Tensor:
-    """Integer levels ``⌈LEVEL_STEPS · F_rest⌉`` (``LEVEL_STEPS`` for an empty window) of queries in ``rows`` of
-    ``rest [M, B']``, the other folds' bin-cumulated window counts, at compressed bins ``bs``: at the bin's upper
-    edge, or inside it at ``t`` when given."""
-    width = rest.shape[1]
-    flat, at = rest.view(-1), rows * width + bs
-    hi = flat.index_select(0, at)
-    n = flat.index_select(0, rows * width + (width - 1))  # the other folds' scores in each query's window
-    if t is None:
-        level = _ceil_scaled(hi, n, rest.dtype == torch.int32).long()
-    else:
-        lo = flat.index_select(0, (at - 1).clamp_min_(0)).masked_fill_(bs == 0, 0)
-        u = (lo + t * (hi - lo)) / n.clamp_min(1)
-        level = torch.ceil(u * LEVEL_STEPS - 1e-9).long()
-    return level.clamp_(0, LEVEL_STEPS).masked_fill_(n == 0, LEVEL_STEPS)
 
 
 def level_counts(cdf: torch.Tensor, cal: ScoreHistogram) -> torch.Tensor:

@@ -21,14 +21,13 @@ from segcal.conformal.calibrator import ConformalCalibrator
 from segcal.conformal.diagnostics import trivial_message
 from segcal.conformal.grid import check_grid, upsample
 from segcal.conformal.local import (
-    ExactFold,
-    cross_fit,
     level_counts,
     level_quantiles,
     local_cdfs,
     local_thresholds,
     rare_pixels,
 )
+from segcal.conformal.local_crossfit import ExactFold, cross_fit
 from segcal.conformal.parts import fold_parts
 from segcal.conformal.state import NC_CURVE_LEVELS, STATE_FORMAT
 from segcal.errors import no_labels

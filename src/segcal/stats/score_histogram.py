@@ -216,6 +216,14 @@ class ScoreHistogram:
         size = self.num_locations * self.bins.num_bins
         return self._store.columns_used(c * size, (c + 1) * size, self.bins.num_bins)
 
+    def cells_used(self, c: int) -> int:
+        """How many (location, bin) cells hold a class-``c`` score (at most: a spilled compact cell counts twice)."""
+        if not self.compact:
+            return int(torch.count_nonzero(self.flat()[c]))
+        size = self.num_locations * self.bins.num_bins
+        low, offsets, _ = self._store.parts(c * size, (c + 1) * size)
+        return int(torch.count_nonzero(low)) + offsets.numel()
+
     def class_cells(self, c: int, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Nonzero class-``c`` counts of the locations ``rows`` as cells ``(location, bin, count int64)``, without a
         dense copy of compact counts (a spilled cell may come twice: its parts add up)."""
