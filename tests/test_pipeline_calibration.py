@@ -274,3 +274,43 @@ def test_model_source_keeps_batches_on_the_model_device(run, device):
     plain = next(iter(source))
     assert plain.logits.device.type == "cpu" and torch.allclose(plain.logits, kept.logits.cpu(), atol=1e-5)
     assert replace(source, keep_device=True).subset(2).keep_device  # subsets keep the setting
+
+
+def _device_bundle(ckpt, device):
+    from segcal.pipeline.calibrate import calibrate
+    from segcal.pipeline.sources import model_source
+
+    source = model_source(ckpt, "cal", device=device)
+    bundle, _ = calibrate(source, "pixel", progress=False)
+    bundle, _ = calibrate(source, "risk", bundle=bundle, params={"target_class": "class1", "alpha": 0.2},
+                          progress=False)
+    return bundle
+
+
+def test_evaluate_copies_to_the_cpu_do_not_grow_with_the_batches(run):
+    from segcal.pipeline.evaluate import evaluate
+    from segcal.pipeline.sources import model_source
+    from test_device import cpu_copies
+
+    bundle, counts, numbers = _device_bundle(run[1], "cpu"), [], []
+    for size in (8, 2):  # 1 test batch, then 4
+        source = model_source(run[1], "test", [f"data.batch_size={size}"], device="cpu")
+        with cpu_copies() as calls:
+            result = evaluate(source, bundle, progress=False).result
+        counts.append(calls[0])
+        numbers.append([result.calibration["uncalibrated"].ece, result.conformal.mean_ce, result.risk.test_risk])
+    assert counts[0] == counts[1], counts
+    assert numbers[0] == pytest.approx(numbers[1], abs=1e-6)  # the same images, batched differently
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_evaluate_on_cuda_gives_the_cpu_numbers(run):
+    from segcal.pipeline.evaluate import evaluate
+    from segcal.pipeline.sources import model_source
+
+    cpu, gpu = (evaluate(model_source(run[1], "test", device=device), _device_bundle(run[1], device),
+                         progress=False).result for device in ("cpu", "cuda"))
+    assert cpu.calibration["uncalibrated"].ece == pytest.approx(gpu.calibration["uncalibrated"].ece, abs=1e-5)
+    assert cpu.conformal.marginal_coverage == pytest.approx(gpu.conformal.marginal_coverage, abs=1e-6)
+    assert cpu.risk.test_risk == pytest.approx(gpu.risk.test_risk, abs=1e-6)
+    assert cpu.segmentation.mean_foreground == pytest.approx(gpu.segmentation.mean_foreground, abs=1e-5)

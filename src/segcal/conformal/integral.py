@@ -75,6 +75,7 @@ def sparse_integral(pixel: torch.Tensor, bins: torch.Tensor, shape: tuple[int, i
     out = zeros((h + 1, w + 1, num_bins), total, out)
     flat = out.view(-1)
     for p, b in zip(pixel.split(PIECE), bins.split(PIECE)):  # pixel (y, x) sits at (y + 1, x + 1)
+        p = p.long()
         flat.index_add_(0, (p + p // w + (w + 2)) * num_bins + b, ones(p.numel(), out.dtype))
     return integrate_(out, cumulate=True)
 

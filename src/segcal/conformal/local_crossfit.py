@@ -57,16 +57,16 @@ class ExactFold:
         self._pixel_major: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def class_scores(self, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(pixel index [M], bin [M], t [M])`` of the class-``c`` scores, pixel-major (every image's, per pixel):
-        each score's bin and place inside it (float64, :meth:`ScoreBins.locate`)."""
+        """``(pixel index [M] int32, bin [M] int32, t [M] float64)`` of the class-``c`` scores, pixel-major (every
+        image's, per pixel): each score's bin and place inside it (:meth:`ScoreBins.locate`); 16 bytes a score."""
         if self._pixel_major is None:  # [P, N] copies, made once for every class
             n = self.num_images
             self._pixel_major = (self.labels.view(n, -1).T.contiguous(), self.scores.view(n, -1).T.contiguous())
         labels, scores = self._pixel_major
         index = torch.nonzero(labels.view(-1) == c).flatten()
-        located = [self.bins.locate(part) for part in scores.view(-1).index_select(0, index).split(PIECE)]
+        located = [(k.int(), t) for k, t in map(self.bins.locate, scores.view(-1).index_select(0, index).split(PIECE))]
         bins, t = (torch.cat(x) for x in zip(*located))  # (an empty index splits into one empty piece)
-        return index.div_(self.num_images, rounding_mode="floor"), bins, t
+        return index.div_(self.num_images, rounding_mode="floor").int(), bins, t
 
 
 class _FoldClass:
@@ -86,7 +86,7 @@ class _FoldClass:
     def occupied(self) -> torch.Tensor:
         if self.scored is None:
             return self.fold.bins_used(self.k)
-        return torch.zeros(self.fold.bins.num_bins, dtype=torch.bool).index_fill_(0, self.scored[1], True)
+        return torch.bincount(self.scored[1], minlength=self.fold.bins.num_bins) > 0
 
     def integral(self, used: OccupiedBins, total: int, out: torch.Tensor | None) -> torch.Tensor:
         h, w = self.fold.shape
@@ -110,7 +110,7 @@ class _FoldClass:
                 yield pixel, used.index(bins), weight, None
             return
         pixel, bins, t = self.scored
-        lo, hi = torch.searchsorted(pixel, torch.tensor([pixels.start, pixels.stop])).tolist()  # pixel-major
+        lo, hi = torch.searchsorted(pixel, torch.tensor([pixels.start, pixels.stop], dtype=pixel.dtype)).tolist()
         for first in range(lo, hi, PIECE):
             part = slice(first, min(first + PIECE, hi))
             yield pixel[part], used.index(bins[part]), ones(part.stop - part.start), t[part] if inside else None

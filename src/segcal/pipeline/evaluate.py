@@ -16,8 +16,10 @@ for the schema the report reads).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import torch
 
 from segcal.batch import Batch
 from segcal.calibrated import CalibrationBundle
@@ -43,7 +45,7 @@ from segcal.pipeline.results import (
     Recalibration,
     SegmentationQuality,
 )
-from segcal.pipeline.sources import Stream, source_name
+from segcal.pipeline.sources import ModelSource, Stream, source_name
 
 SET_ALPHA = 0.1
 NUM_SET_EXAMPLES = 4
@@ -94,12 +96,18 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
     coverage = None if conformal is None else CoverageAccumulator(conformal, alphas, min_test_labels)
     risk = None if bundle.risk is None or segmentation_only else RiskEvaluation(bundle.risk, num_set_examples)
     examples = SetExamples(num_set_examples if conformal is not None else 0, set_alpha)
-    labelled = 0
+    if isinstance(source, ModelSource) and recal is None:
+        source = replace(source, keep_device=True)  # statistics on the model's device: no per-batch copy
+    labelled, device = torch.zeros((), dtype=torch.long), torch.device("cpu")
 
     def step(batch: Batch) -> None:
-        nonlocal labelled
+        nonlocal labelled, device
         raw, labels = batch.logits, batch.labels
-        labelled += int((labels != source.ignore_index).sum())
+        if raw.device != device:  # once: the statistics follow the batches (coverage moves by itself)
+            device = raw.device
+            for metric in [*metrics.values(), *([seg] if seg is not None else [])]:
+                metric.to(device)
+        labelled = labelled.to(device) + (labels != source.ignore_index).sum()
         if "uncalibrated" in metrics:
             metrics["uncalibrated"].update(raw, labels)
         final = raw if recal is None else recal(raw, batch.images)
@@ -115,7 +123,7 @@ def evaluate(source, bundle: CalibrationBundle | None = None, out_dir: str | Pat
 
     for batch in track(Stream(source), f"evaluate ({bundle.describe()})", enabled=progress):
         step(batch)
-    if labelled == 0:
+    if int(labelled) == 0:
         raise no_labels(source.ignore_index, source_name(source))
 
     results = {}

@@ -44,9 +44,9 @@ class SetExamples:
             return
         sets = conformal.predict_set(logits[:take], self.alpha, "logits", source.head)
         self.colors = getattr(source, "class_colors", None)
-        for i in range(take):
+        for i in range(take):  # a few images, once: on the CPU for the figures
             valid = batch.labels[i] != source.ignore_index
-            self.items.append((batch.names[i], source.display_image(batch, i), sets[i], valid))
+            self.items.append((batch.names[i], source.display_image(batch, i), sets[i].cpu(), valid.cpu()))
 
 
 def _entry(key: str, title: str, path: Path, root: Path, group: str) -> dict[str, str]:

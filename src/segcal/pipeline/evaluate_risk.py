@@ -35,7 +35,7 @@ class RiskEvaluation:
         self.items: list[dict] = []  # name, image, truth, masks of the first images
 
     def _add(self, name: str, value: torch.Tensor) -> None:
-        self.values.setdefault(name, []).append(value.double().cpu())
+        self.values.setdefault(name, []).append(value.double())  # on the batches' device until compute
 
     def update(self, source, batch: Batch, logits: torch.Tensor) -> None:
         """Add the images of ``batch`` with their (recalibrated) ``logits [N, C, H, W]``."""
@@ -81,12 +81,12 @@ class RiskEvaluation:
         for i in range(max(take, 0)):
             image = display(batch, i) if display is not None and batch.images is not None else None
             self.items.append({"name": batch.names[i] if batch.names else str(len(self.items)), "image": image,
-                               "truth": None if truth is None else truth[i],
-                               **{k: None if v is None else v[i] for k, v in shown.items()}})
+                               "truth": None if truth is None else truth[i].cpu(),  # a few images, once
+                               **{k: None if v is None else v[i].cpu() for k, v in shown.items()}})
 
     def compute(self) -> RiskSummary:
         rc = self.controller
-        values = {k: torch.cat(v) for k, v in self.values.items()}
+        values = {k: torch.cat(v).cpu() for k, v in self.values.items()}
         loss = values["loss"]
         if isinstance(rc, MarginController):
             margins = rc.margins()
