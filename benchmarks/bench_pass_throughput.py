@@ -1,7 +1,7 @@
 """Throughput of `calibrate` and `evaluate` against a plain inference pass over the same split (issue 18).
 
 Loads a trained checkpoint (``ccp_person`` by default, trained by ``ccp_calibration.py`` when absent), and times,
-in one run and alternating so that machine noise hits every arm alike:
+in one run:
 
 * ``inference``: the model over the split (the same DataLoader and ``torch.inference_mode`` loop
   as the pipeline: :func:`segcal.pipeline.inference.run_model`) in one thread, nothing else;
@@ -9,12 +9,13 @@ in one run and alternating so that machine noise hits every arm alike:
 * ``evaluate``: :func:`segcal.pipeline.evaluate.evaluate` with a calibrated bundle (calibration, segmentation and
   coverage metrics; no figures).
 
-The ratio is inference time / arm time (1.0: the arm costs nothing beyond inference; the goal is ≥ 0.9), from
-the medians of the repeats and from their minima (the best of several runs: on a shared machine, slower runs are
-other processes' noise). On a CUDA machine the model runs there (``--device auto``) and conformal calibration
-keeps its statistics on the GPU. ::
+Each arm runs between two inference passes (inference, arm, inference, arm, ..., inference, every repeat), and
+its ratio is the mean of those two inference times over the arm's time (1.0: the arm costs nothing beyond
+inference; the goal is ≥ 0.9): on a shared machine whose speed drifts by tens of percent within minutes, a run
+is compared with its neighbours in time. The reported ratio is the median over the repeats. On a CUDA machine the
+model runs there (``--device auto``) and conformal calibration keeps its statistics on the GPU. ::
 
-    python benchmarks/bench_pass_throughput.py --images 500 --repeats 5
+    python benchmarks/bench_pass_throughput.py --images 500 --repeats 3
 """
 from __future__ import annotations
 
@@ -37,6 +38,12 @@ RESULTS = Path(__file__).parent / "results" / "bench_pass_throughput.json"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ccp"
 
 
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="ccp_person")
@@ -44,7 +51,7 @@ def main() -> None:
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--split", default="cal")
     p.add_argument("--images", type=int, default=200)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--methods", default="temperature,image,pixel,kandinsky-kmeans,local,risk")
     p.add_argument("--workers", type=int, default=None,
                    help="DataLoader worker processes of every arm (default: the run's data.num_workers)")
@@ -57,26 +64,32 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m]
     bundle, _ = calibrate(source, "image", progress=False)  # what evaluate applies
     plain = replace(source, prefetch=0)  # the model over the split in one thread, nothing else
-    arms = {"inference": lambda: sum(1 for _ in plain),
-            **{f"calibrate {m}": (lambda m=m: calibrate(source, m, progress=False)) for m in methods},
+    inference = lambda: sum(1 for _ in plain)  # noqa: E731
+    arms = {**{f"calibrate {m}": (lambda m=m: calibrate(source, m, progress=False)) for m in methods},
             "evaluate": lambda: evaluate(source, bundle, progress=False)}
-    seconds: dict[str, list[float]] = {name: [] for name in arms}
-    for _ in range(args.repeats):  # alternate the arms: noise hits all alike
+    seconds: dict[str, list[float]] = {"inference": [], **{name: [] for name in arms}}
+    paired: dict[str, list[float]] = {name: [] for name in arms}
+    for _ in range(args.repeats):  # inference, arm, inference, arm, ..., inference
+        before = timed(inference)
+        seconds["inference"].append(before)
         for name, fn in arms.items():
-            start = time.perf_counter()
-            fn()
-            seconds[name].append(time.perf_counter() - start)
-    base, best = statistics.median(seconds["inference"]), min(seconds["inference"])
-    rows = {name: {"seconds": statistics.median(t), "all": t, "throughput_ratio": base / statistics.median(t),
-                   "best_seconds": min(t), "throughput_ratio_best": best / min(t)} for name, t in seconds.items()}
+            seconds[name].append(timed(fn))
+            after = timed(inference)
+            seconds["inference"].append(after)
+            paired[name].append((before + after) / 2 / seconds[name][-1])  # against its neighbours in time
+            before = after
+    rows = {"inference": {"seconds": statistics.median(seconds["inference"]), "all": seconds["inference"],
+                          "throughput_ratio": 1.0, "paired_ratios": []}}
+    rows.update({name: {"seconds": statistics.median(t), "all": t, "throughput_ratio": statistics.median(paired[name]),
+                        "paired_ratios": paired[name]} for name, t in seconds.items() if name in arms})
     result = {"config": args.config, "images": len(source), "image_size": list(source.image_size),
               "num_workers": source.datamodule.cfg.num_workers,
               "device": str(next(source.model.parameters()).device),
               "threads": torch.get_num_threads(), "rows": rows}
-    print(f"{'':28s} {'median':>9s} {'ratio':>6s} {'best':>9s} {'ratio':>6s}")
+    print(f"{'':28s} {'median':>9s} {'ratio':>6s}   paired ratios")
     for name, row in rows.items():
-        print(f"{name:28s} {row['seconds']:7.2f} s {row['throughput_ratio']:6.3f} {row['best_seconds']:7.2f} s "
-              f"{row['throughput_ratio_best']:6.3f}")
+        print(f"{name:28s} {row['seconds']:7.2f} s {row['throughput_ratio']:6.3f}   "
+              + " ".join(f"{r:.3f}" for r in row["paired_ratios"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
 
