@@ -7,6 +7,7 @@ import torch
 from conftest import tiny_experiment_dict
 from segcal.cli.main import main
 from segcal.configio import load_yaml, to_dict
+from segcal.io.checkpoint import read_checkpoint
 from segcal.pipeline.config import experiment_from_dict
 from segcal.pipeline.inference import experiment_of, load_model
 from segcal.pipeline.train import train
@@ -49,7 +50,7 @@ def test_resume_continues_from_checkpoint(trained, tmp_path):
     res2 = train(more, tmp_path / "resumed")
     assert (tmp_path / "resumed" / "checkpoints" / "epoch002.ckpt").is_file()
     assert not (tmp_path / "resumed" / "checkpoints" / "epoch000.ckpt").exists()
-    assert torch.load(res2.last_checkpoint, weights_only=False)["epoch"] == 2
+    assert read_checkpoint(res2.last_checkpoint)["epoch"] == 2
 
 
 def test_same_seed_same_result(tmp_path):
@@ -111,4 +112,4 @@ def test_periodic_checkpoints_do_not_wait_for_validation(tmp_path):
     d = tiny_experiment_dict(tmp_path, train={"epochs": 3, "checkpoint_every": 1, "val_every": 2, "vis_samples": 0})
     res = train(experiment_from_dict(d), tmp_path / "run")
     assert [p.name for p in res.checkpoints] == ["epoch000.ckpt", "epoch001.ckpt", "epoch002.ckpt"]
-    assert torch.load(res.last_checkpoint, weights_only=False)["epoch"] == 2
+    assert read_checkpoint(res.last_checkpoint)["epoch"] == 2

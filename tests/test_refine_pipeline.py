@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from torch.utils.data import DataLoader
 
 from conftest import tiny_experiment_dict
@@ -14,6 +13,7 @@ from segcal.data.config import SyntheticConfig
 from segcal.data.files import read_mask
 from segcal.data.folder import write_folder_dataset
 from segcal.data.synthetic import SyntheticDataset
+from segcal.io.checkpoint import read_checkpoint
 from segcal.pipeline.config import experiment_from_dict
 from segcal.pipeline.evaluate_seg import evaluate_segmentation_model
 from segcal.pipeline.inference import load_model
@@ -175,7 +175,7 @@ def test_cli_round_trip(setup, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "BASELINE" in text and "iou" in text
     assert cli.rounds_csv.is_file() and cli.rounds_png.is_file()
-    assert torch.load(ckpt, weights_only=False)["hyper_parameters"]["num_classes"] == 2
+    assert read_checkpoint(ckpt)["hyper_parameters"]["num_classes"] == 2
 
 
 def test_conformal_calibration_folder_is_remapped_like_the_coarse_masks(setup, tmp_path):
