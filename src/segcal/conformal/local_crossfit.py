@@ -144,22 +144,23 @@ def cross_fit(folds: list[ScoreHistogram | ExactFold], min_scores: int, min_own:
         for own in owns:
             whole += own
         radius[k], window[k] = class_windows(whole, min_scores, min_own)
-        rows = [part.num_cells() > DENSE_CELLS_PER_ROW_BIN * h * w * used.num_occupied if dense is None else dense
-                for part in parts]  # per fold: dense window CDFs, or look-ups
+        cells_at_most = DENSE_CELLS_PER_ROW_BIN * h * w * used.num_occupied  # beyond: dense window CDFs
+        is_dense = [part.num_cells() > cells_at_most if dense is None else dense for part in parts]
+        dense_folds = [(own, part) for own, part, d in zip(owns, parts, is_dense) if d]
+        sparse_folds = [(own, part) for own, part, d in zip(owns, parts, is_dense) if not d]
         for start, read, cum in window_cdfs(whole, radius[k]):
             block = slice(start, start + cum.shape[0])
             cdf[k, block] = quantised(cum, used)
-            for own, part in (pair for pair, dense_ in zip(zip(owns, parts), rows) if dense_):
+            for own, part in dense_folds:
                 rest = read(own).neg_().add_(cum)  # [block, B']: the other folds' window counts
                 for pixel, bs, weight, t in part.cells(used, exact, block):
                     counts[k].index_add_(0, _levels(*_row_look_ups(rest, pixel - start, bs, t is not None), t),
                                          weight)
-        sparse = [pair for pair, dense_ in zip(zip(owns, parts), rows) if not dense_]
-        if sparse:
+        if sparse_folds:
             pixels = torch.arange(h * w)
             ys, xs, r = pixels // w, pixels % w, radius[k].view(-1)
             corners = window_corners(whole, r, ys, xs)  # per pixel, every fold's
-            for own, part in sparse:
+            for own, part in sparse_folds:
                 rest = torch.sub(whole, own, out=own)  # the other folds' integral image (own is spent)
                 in_window = box(rest[..., -1], r, ys, xs)  # [H·W]
                 for pixel, bs, weight, t in part.cells(used, exact, slice(0, h * w)):
