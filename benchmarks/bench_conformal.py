@@ -120,13 +120,15 @@ def worker_memory(n: int, mode: str) -> dict:
             "seconds_excluding_data": seconds, "memory_method": memory.method}
 
 
-def _best_of(fn, reps: int) -> float:
-    best = float("inf")
+def best_of(fns: dict, reps: int) -> dict:
+    """Fastest of ``reps`` timings of each function, the functions run in turn (noise hits each alike)."""
+    seconds = {name: [] for name in fns}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - t0)
+    return {name: min(t) for name, t in seconds.items()}
 
 
 def worker_timing(reps: int) -> dict:
@@ -151,25 +153,12 @@ def worker_timing(reps: int) -> dict:
     for threads in sorted({1, os.cpu_count() or 1}):
         torch.set_num_threads(threads)
         net(images)  # warm-up
-        out[f"threads_{threads}"] = {
-            "unet_forward_s_per_image": _best_of(lambda: net(images), reps) / BATCH,
-            "histogram_accumulation_s_per_image": _best_of(lambda: hist.update(*label_scores(logits, labels)),
-                                                           3 * reps) / BATCH,
-            "with_input_validation_s_per_image": _best_of(validated, 3 * reps) / BATCH,
-            "exact_store_s_per_image": _best_of(lambda: exact.update(*label_scores(logits, labels)), 3 * reps) / BATCH,
-        }
+        seconds = {**best_of({"unet_forward": lambda: net(images)}, reps),
+                   **best_of({"histogram_accumulation": lambda: hist.update(*label_scores(logits, labels)),
+                              "with_input_validation": validated,
+                              "exact_store": lambda: exact.update(*label_scores(logits, labels))}, 3 * reps)}
+        out[f"threads_{threads}"] = {f"{name}_s_per_image": s / BATCH for name, s in seconds.items()}
     return out
-
-
-def best_of(fns: dict, reps: int) -> dict:
-    """Fastest of ``reps`` timings of each function, the functions run in turn (noise hits each alike)."""
-    seconds = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            seconds[name].append(time.perf_counter() - t0)
-    return {name: min(t) for name, t in seconds.items()}
 
 
 def worker_groupings(n: int) -> dict:
